@@ -240,10 +240,6 @@ def write_dataset(data_dir: Path = DATA_DIR, seed: int = SEED) -> list[Path]:
     return paths
 
 
-if __name__ == "__main__":
-    for written in write_dataset():
-        print(f"wrote {written.name} ({written.stat().st_size // 1024} KiB)")
-
 
 def ensure_tables(spark, tables: tuple[str, ...] = ("retail_features",),
                   notebook: str = "00_setup_and_data.ipynb") -> None:
@@ -266,3 +262,8 @@ def ensure_tables(spark, tables: tuple[str, ...] = ("retail_features",),
     if result.status != "passed":
         raise RuntimeError(f"Building the missing tables failed. {result.error}")
     register_workspace_tables(spark)
+
+
+if __name__ == "__main__":
+    for written in write_dataset():
+        print(f"wrote {written.name} ({written.stat().st_size // 1024} KiB)")

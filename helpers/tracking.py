@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import warnings
 from pathlib import Path
 
@@ -12,7 +13,12 @@ _QUIET_WARNINGS = (
     r".*PySpark does not yet fully support.*",
     r".*Hint: Inferred schema contains integer column\(s\).*",
     r".*`artifact_path` is deprecated.*",
+    r".*IProgress not found.*",  # tqdm in a kernel without ipywidgets; MLflow's progress bars are off anyway
 )
+# Loggers whose routine lines (store migrations, temporary paths, Databricks SDK probing) mean nothing locally.
+_QUIET_LOGGERS = {"alembic": logging.WARNING, "mlflow.store.db.utils": logging.WARNING,
+                  "mlflow.store.db": logging.WARNING, "mlflow.tracking.fluent": logging.WARNING,
+                  "mlflow.spark": logging.WARNING, "mlflow.utils.databricks_utils": logging.ERROR}
 
 
 def local_store() -> Path:
@@ -42,8 +48,9 @@ def describe_tracking_uri(uri: str) -> str:
 
 def quiet_mlflow() -> None:
     """Keeps MLflow's and its libraries' routine log lines and known warnings out of notebook outputs."""
-    for name in ("alembic", "mlflow.store.db.utils", "mlflow.tracking.fluent", "mlflow.store.db"):
-        logging.getLogger(name).setLevel(logging.WARNING)
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    for name, level in _QUIET_LOGGERS.items():
+        logging.getLogger(name).setLevel(level)
     for pattern in _QUIET_WARNINGS:
         warnings.filterwarnings("ignore", message=pattern)
 
