@@ -30,8 +30,9 @@ class Result:
     error: str = ""
 
 
-def course_notebooks(only: list[str] | None = None, folder: Path = NOTEBOOK_DIR) -> list[Path]:
+def course_notebooks(only: list[str] | None = None, folder: Path | None = None) -> list[Path]:
     """The notebooks in course order (their number prefix), optionally those whose name starts with one of `only`."""
+    folder = folder or NOTEBOOK_DIR
     notebooks = sorted(p for p in folder.glob("[0-9][0-9]_*.ipynb"))
     if only:
         notebooks = [p for p in notebooks if any(p.name.startswith(prefix) for prefix in only)]

@@ -1,0 +1,43 @@
+"""The environment files agree with each other, and the README's commands are what CI runs."""
+import re
+
+import yaml
+
+from helpers.config import REPO_ROOT
+
+
+def pip_pins() -> dict[str, str]:
+    pins = {}
+    for line in (REPO_ROOT / "requirements.txt").read_text().splitlines():
+        line = line.split("#")[0].strip()
+        if line:
+            name, _, version = line.partition("==")
+            assert version, f"requirements.txt: {line!r} is not pinned with =="
+            pins[name.lower()] = version
+    return pins
+
+
+def test_conda_environment_has_the_same_pins_as_pip():
+    environment = yaml.safe_load((REPO_ROOT / "environment.yml").read_text())
+    conda = [d for d in environment["dependencies"] if isinstance(d, str)]
+    pip = next(d["pip"] for d in environment["dependencies"] if isinstance(d, dict))
+    conda_pins = dict(p.lower().split("==") for p in pip if "==" in p)
+    assert conda_pins == pip_pins()
+    assert "-e ." in pip
+    assert "python=3.11" in conda and "openjdk=17" in conda
+
+
+def test_delta_python_package_and_jars_share_one_version():
+    # The wheel asks Spark for the jars of its own version; 4.4.1's jars do not resolve (see README).
+    pins = pip_pins()
+    assert pins["delta-spark"] == "4.4.0"
+    assert pins["pyspark"] == "4.2.0"
+    assert int(pins["pandas"].split(".")[0]) < 3
+
+
+def test_ci_runs_the_readme_test_command():
+    readme = (REPO_ROOT / "README.md").read_text()
+    commands = re.findall(r"^python3 course\.py \w+$", readme, flags=re.M)
+    assert commands[:2] == ["python3 course.py run", "python3 course.py test"]
+    ci = (REPO_ROOT / ".ci" / "run").read_text()
+    assert re.search(r"^python3 course\.py test$", ci, flags=re.M)

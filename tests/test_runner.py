@@ -1,0 +1,88 @@
+import re
+
+import nbformat
+import pytest
+from nbformat.v4 import new_code_cell, new_notebook
+
+from helpers import runner
+from helpers.runner import clean_for_commit, course_notebooks, main, parse_parameters
+
+
+def write_notebook(path, *sources):
+    notebook = new_notebook(cells=[new_code_cell(s) for s in sources])
+    notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(notebook, path)
+    return path
+
+
+@pytest.fixture
+def notebooks(tmp_path, monkeypatch):
+    folder = tmp_path / "notebooks"
+    folder.mkdir()
+    monkeypatch.setattr(runner, "NOTEBOOK_DIR", folder)
+    return folder
+
+
+def test_notebooks_run_in_course_order_and_can_be_selected(notebooks):
+    for name in ("01_b.ipynb", "00_a.ipynb", "10_c.ipynb", "scratch.ipynb"):
+        write_notebook(notebooks / name, "1")
+    assert [p.name for p in course_notebooks()] == ["00_a.ipynb", "01_b.ipynb", "10_c.ipynb"]
+    assert [p.name for p in course_notebooks(["01", "10"])] == ["01_b.ipynb", "10_c.ipynb"]
+    with pytest.raises(SystemExit, match="No notebook .* starts with 99"):
+        course_notebooks(["99"])
+
+
+def test_parameters_are_python_literals_when_they_can_be():
+    assert parse_parameters(["n=3", "flag=True", "name=linreg", "ratio=0.5"]) == {
+        "n": 3, "flag": True, "name": "linreg", "ratio": 0.5}
+    with pytest.raises(SystemExit, match="not name=value"):
+        parse_parameters(["oops"])
+
+
+def test_a_green_course_prints_the_table_and_writes_back(workspace, notebooks, capsys):
+    source = write_notebook(notebooks / "00_ok.ipynb", "# parameters\nanswer = 1", "print('answer', 6 * 7)")
+    assert main(["--write-back"]) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"^00_ok.ipynb +passed +\d+\.\d$", out, flags=re.M) and "total" in out
+    refreshed = nbformat.read(source, as_version=4)
+    assert refreshed.cells[1].outputs[0].text == "answer 42\n"
+    assert "papermill" not in refreshed.metadata
+    assert (workspace / "executed" / "00_ok.ipynb").exists()
+
+
+def test_a_failing_notebook_stops_the_course_and_names_the_cell(workspace, notebooks, capsys):
+    write_notebook(notebooks / "00_ok.ipynb", "x = 1")
+    write_notebook(notebooks / "01_broken.ipynb", "y = 2", "raise ValueError('the data is missing')")
+    write_notebook(notebooks / "02_later.ipynb", "z = 3")
+    assert main([]) == 1
+    captured = capsys.readouterr()
+    assert re.search(r"^01_broken.ipynb +failed ", captured.out, flags=re.M)
+    assert re.search(r"^02_later.ipynb +not run ", captured.out, flags=re.M)
+    assert "01_broken.ipynb failed in cell 1" in captured.err
+    assert "ValueError: the data is missing" in captured.err
+    assert "$COURSE_WORKSPACE/executed/01_broken.ipynb" in captured.err
+
+
+def test_parameters_reach_the_notebook(workspace, notebooks):
+    cell = nbformat.v4.new_code_cell("greeting = 'hello'")
+    cell.metadata["tags"] = ["parameters"]
+    notebook = new_notebook(cells=[cell, new_code_cell("assert greeting == 'bonjour', greeting")])
+    notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(notebook, notebooks / "00_params.ipynb")
+    assert main(["-p", "greeting=bonjour"]) == 0
+
+
+def test_write_back_refuses_parameters(workspace, notebooks):
+    with pytest.raises(SystemExit):
+        main(["--write-back", "-p", "a=1"])
+
+
+def test_clean_for_commit_drops_papermills_bookkeeping(tmp_path):
+    path = write_notebook(tmp_path / "n.ipynb", "1")
+    notebook = nbformat.read(path, as_version=4)
+    notebook.metadata["papermill"] = {"duration": 1.0}
+    notebook.cells[0].metadata.update(papermill={"duration": 0.1}, execution={}, tags=[])
+    nbformat.write(notebook, path)
+    clean_for_commit(path)
+    cleaned = nbformat.read(path, as_version=4)
+    assert "papermill" not in cleaned.metadata and cleaned.cells[0].metadata == {}

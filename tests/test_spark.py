@@ -1,0 +1,126 @@
+import os
+import sys
+
+import pytest
+from pyspark.sql import SparkSession
+
+from helpers import spark as course_spark
+from helpers.config import REPO_ROOT
+from helpers.spark import SparkStartError, _explain_failure, delta_maven_coordinates, start_spark
+from tests.sandbox import IVY_CACHE, MAVEN_CACHE, clean_env, run_python_hidden
+
+
+@pytest.fixture(scope="module")
+def spark(tmp_path_factory):
+    saved = os.environ.get("COURSE_WORKSPACE")
+    os.environ["COURSE_WORKSPACE"] = str(tmp_path_factory.mktemp("spark-workspace"))
+    session = start_spark(quiet=True)
+    yield session
+    session.stop()
+    os.environ.pop("COURSE_WORKSPACE") if saved is None else os.environ.__setitem__("COURSE_WORKSPACE", saved)
+
+
+@pytest.mark.slow
+def test_session_is_configured_for_a_laptop(spark):
+    conf = spark.sparkContext.getConf()
+    assert spark.sparkContext.master == "local[2]"
+    assert conf.get("spark.sql.shuffle.partitions") == "4"
+    assert conf.get("spark.ui.showConsoleProgress") == "false"
+    assert conf.get("spark.sql.extensions") == "io.delta.sql.DeltaSparkSessionExtension"
+    assert os.environ["PYSPARK_PYTHON"] == sys.executable  # UDF workers see the course's packages
+
+
+@pytest.mark.slow
+def test_delta_tables_are_versioned_and_survive_a_new_session(spark):
+    spark.range(10).write.format("delta").mode("overwrite").saveAsTable("numbers")
+    spark.range(3).write.format("delta").mode("append").saveAsTable("numbers")
+    history = spark.sql("DESCRIBE HISTORY numbers").select("version").collect()
+    assert sorted(r.version for r in history) == [0, 1]
+    assert spark.read.option("versionAsOf", 0).table("numbers").count() == 10
+    spark.catalog.dropTempView("numbers")
+    spark.sql("DROP TABLE numbers")  # forget the name only: the catalog is in memory, the data is in the warehouse
+    assert not spark.catalog.tableExists("numbers")
+    spark.range(1).write.format("delta").saveAsTable("numbers_other")
+    assert "numbers_other" in course_spark.register_workspace_tables(spark)
+
+
+@pytest.mark.slow
+def test_python_udfs_run_on_the_course_interpreter(spark):
+    from pyspark.sql.functions import udf
+
+    executable = udf(lambda _: sys.executable)
+    assert spark.range(1).select(executable("id")).first()[0] == sys.executable
+
+
+@pytest.mark.slow
+def test_a_second_call_returns_the_running_session(spark):
+    assert start_spark(quiet=True) is spark
+
+
+def test_on_databricks_the_clusters_session_is_returned_untouched(workspace, monkeypatch):
+    cluster_session = object()
+
+    class ClusterBuilder:
+        def getOrCreate(self):
+            return cluster_session
+
+        def __getattr__(self, name):  # any configuration call would change the cluster's session
+            raise AssertionError(f"start_spark configured the Databricks session ({name})")
+
+    monkeypatch.setenv("DATABRICKS_RUNTIME_VERSION", "15.4")
+    monkeypatch.setattr(SparkSession, "builder", ClusterBuilder())
+    assert start_spark() is cluster_session
+    assert not workspace.exists()  # nothing was written locally either
+
+
+def test_auto_mode_falls_back_to_maven_when_sparks_resolver_fails(workspace, monkeypatch, capsys, tmp_path):
+    jar = tmp_path / "delta-spark.jar"
+    launches = []
+
+    class Started:
+        version = "4.2.0"
+        sparkContext = type("Context", (), {"setLogLevel": lambda self, level: None})()
+
+    def launch(builder, log, java):
+        launches.append(builder._options.get("spark.jars"))
+        if len(launches) == 1:
+            return None, ":: UNRESOLVED DEPENDENCIES :: unresolved dependency: io.delta#delta-spark_2.13;4.4.0"
+        return Started(), ""
+
+    monkeypatch.setattr(SparkSession, "getActiveSession", staticmethod(lambda: None))
+    monkeypatch.setattr(course_spark, "_launch", launch)
+    monkeypatch.setattr(course_spark, "fetch_delta_jars_with_maven", lambda target: [jar])
+    start_spark()
+    assert launches == [None, str(jar)]
+    out = capsys.readouterr().out
+    assert "fetching them with Maven instead" in out and "Delta jars from Maven" in out
+
+
+def test_failures_are_explained_in_one_sentence(tmp_path):
+    log = REPO_ROOT / "workspace" / "logs" / "spark.log"
+    assert "Behind a proxy" in _explain_failure("PKIX path building failed", "local[2]", log)
+    assert "COURSE_SPARK_MASTER" in _explain_failure("Connection reset", "spark://10.0.0.1:7077", log)
+    assert "workspace/logs/spark.log" in _explain_failure("boom", "local[2]", log)
+    assert issubclass(SparkStartError, RuntimeError)
+
+
+def test_delta_coordinates_match_the_installed_wheels():
+    from importlib.metadata import version
+
+    spark_minor = ".".join(version("pyspark").split(".")[:2])
+    assert delta_maven_coordinates() == [f"io.delta:delta-spark_{spark_minor}_2.13:{version('delta-spark')}"]
+
+
+@pytest.mark.slow
+def test_maven_path_downloads_the_delta_jars_and_spark_uses_them(tmp_path):
+    """COURSE_DELTA_JARS=maven with empty Ivy and Maven caches: Maven fetches the jars into the workspace."""
+    code = ("from helpers import start_spark\n"
+            "spark = start_spark()\n"
+            "spark.range(4).write.format('delta').save('" + str(tmp_path / "table") + "')\n"
+            "print('rows', spark.read.format('delta').load('" + str(tmp_path / "table") + "').count())\n")
+    workspace = tmp_path / "workspace"
+    result = run_python_hidden(code, hide=[IVY_CACHE, MAVEN_CACHE],
+                               env=clean_env(workspace, COURSE_DELTA_JARS="maven"))
+    assert result.returncode == 0, result.stdout + result.stderr[-3000:]
+    assert "Delta jars from Maven" in result.stdout and "rows 4" in result.stdout
+    assert list((workspace / "jars" / "delta").glob("delta-spark_*.jar"))

@@ -1,0 +1,52 @@
+import mlflow
+import pytest
+
+from helpers import tracking
+from helpers.tracking import course_experiment, describe_tracking_uri, setup_mlflow, tracking_uri
+
+
+@pytest.fixture
+def restore_mlflow_uri():
+    previous = mlflow.get_tracking_uri()
+    yield
+    mlflow.set_tracking_uri(previous)
+
+
+def test_default_store_is_sqlite_inside_the_workspace(workspace):
+    uri = tracking_uri()
+    assert uri == f"sqlite:///{workspace.as_posix()}/mlflow/mlflow.db"
+    assert describe_tracking_uri(uri) == "sqlite:///$COURSE_WORKSPACE/mlflow/mlflow.db"
+
+
+def test_mlflow_tracking_uri_wins_when_set(workspace, monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5555")
+    assert tracking_uri() == "http://127.0.0.1:5555"
+    monkeypatch.setenv("DATABRICKS_RUNTIME_VERSION", "15.4")
+    assert tracking_uri() == "http://127.0.0.1:5555"
+
+
+def test_databricks_uses_the_workspace_tracking_server(workspace, monkeypatch):
+    monkeypatch.setenv("DATABRICKS_RUNTIME_VERSION", "15.4")
+    assert tracking_uri() == "databricks"
+
+
+def test_experiment_on_databricks_is_user_scoped(workspace, monkeypatch):
+    monkeypatch.setenv("DATABRICKS_RUNTIME_VERSION", "15.4")
+    monkeypatch.setattr(tracking, "databricks_user", lambda: "ada@example.com")
+    assert course_experiment("linregexp") == "/Users/ada@example.com/linregexp"
+
+
+def test_local_experiment_keeps_runs_and_artifacts_in_the_workspace(workspace, restore_mlflow_uri, capsys):
+    setup_mlflow()
+    assert "tracking URI sqlite:///$COURSE_WORKSPACE/mlflow/mlflow.db" in capsys.readouterr().out
+    name = course_experiment("unit-test-experiment")
+    assert name == "unit-test-experiment"
+    assert course_experiment(name) == name  # a second call reuses it
+    experiment = mlflow.get_experiment_by_name(name)
+    assert experiment.artifact_location == (workspace / "mlflow" / "artifacts" / name).as_uri()
+    mlflow.set_experiment(name)
+    with mlflow.start_run():
+        mlflow.log_metric("rmse", 1.5)
+        mlflow.log_text("hello", "note.txt")
+    assert (workspace / "mlflow" / "mlflow.db").is_file()
+    assert list((workspace / "mlflow" / "artifacts" / name).rglob("note.txt"))
