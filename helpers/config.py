@@ -65,16 +65,13 @@ def workspace_dir(*parts: str) -> Path:
 
 
 def display_path(path: str | Path) -> str:
-    """A path as a learner should read it: relative to the repository, or to $COURSE_WORKSPACE; never this machine's."""
+    """A path as a learner should read it, never this machine's: `workspace/...` inside the course workspace
+    (wherever COURSE_WORKSPACE puts it, so outputs are the same everywhere), else relative to the repository."""
     path = Path(path).resolve()
-    workspace = settings().workspace
-    for base, label in ((workspace, "workspace" if workspace == DEFAULT_WORKSPACE else "$COURSE_WORKSPACE"),
-                        (REPO_ROOT, None)):
+    for base, label in ((settings().workspace, "workspace"), (REPO_ROOT, "")):
         try:
             relative = path.relative_to(base)
         except ValueError:
             continue
-        if label is None:
-            return relative.as_posix() or "."
-        return f"{label}/{relative.as_posix()}" if relative.parts else label
+        return "/".join(part for part in (label, relative.as_posix()) if part and part != ".") or "."
     return path.as_posix()

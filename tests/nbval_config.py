@@ -1,4 +1,4 @@
-"""pytest plugin for nbval: one fresh course workspace for the notebooks, and stderr never compared.
+"""pytest plugin for nbval: the notebooks run in one fresh course workspace, and stderr is never compared.
 
 Spark, MLflow and Jupyter write warnings to stderr that vary between runs and machines; a lesson's meaning is in
 stdout and rich outputs, which stay compared in full (with the narrow sanitizer in nbval_sanitize.cfg).
@@ -8,16 +8,32 @@ from __future__ import annotations
 import os
 import tempfile
 
-NOTEBOOK_WORKSPACE_PREFIX = "course-nbval-"
+import pytest
+
+# The variables the kernels must see as the test run began: unit tests and libraries may change them in this
+# process (mlflow.set_tracking_uri sets MLFLOW_TRACKING_URI, for one), and a kernel inherits what it finds.
+KERNEL_VARIABLES = ("COURSE_WORKSPACE", "MLFLOW_TRACKING_URI", "COURSE_SPARK_MASTER", "DATABRICKS_RUNTIME_VERSION")
+_kernel_environment: dict[str, str | None] = {}
 
 
 def pytest_configure(config):
-    # The kernels nbval starts inherit this process's environment: give them a fresh workspace of their own,
-    # unless the caller chose one (the cluster test does, to point them elsewhere).
+    # A fresh workspace for the notebooks, unless the caller chose one (to point them at a cluster, say).
     if not os.environ.get("COURSE_WORKSPACE"):
-        os.environ["COURSE_WORKSPACE"] = tempfile.mkdtemp(prefix=NOTEBOOK_WORKSPACE_PREFIX)
+        os.environ["COURSE_WORKSPACE"] = tempfile.mkdtemp(prefix="course-nbval-")
+    _kernel_environment.update({name: os.environ.get(name) for name in KERNEL_VARIABLES})
 
 
 def pytest_collectstart(collector):
     if type(collector).__name__ == "IPyNbFile":
         collector.skip_compare = (*collector.skip_compare, "stderr")
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item):
+    # Runs before the notebook's kernel is started (by its collector's setup), so the kernel inherits these.
+    if type(item).__name__ == "IPyNbCell":
+        for name, value in _kernel_environment.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value

@@ -14,7 +14,7 @@ def test_clean_deletes_the_workspace_and_says_so(workspace, capsys):
     (workspace / "mlflow").mkdir(parents=True)
     assert cli.clean([]) == 0
     assert not workspace.exists()
-    assert "Deleted the course workspace $COURSE_WORKSPACE" in capsys.readouterr().out
+    assert "Deleted the course workspace workspace" in capsys.readouterr().out
     assert cli.clean([]) == 0
     assert "Nothing to clean" in capsys.readouterr().out
 

@@ -60,7 +60,7 @@ def test_a_failing_notebook_stops_the_course_and_names_the_cell(workspace, noteb
     assert re.search(r"^02_later.ipynb +not run ", captured.out, flags=re.M)
     assert "01_broken.ipynb failed in cell 1" in captured.err
     assert "ValueError: the data is missing" in captured.err
-    assert "$COURSE_WORKSPACE/executed/01_broken.ipynb" in captured.err
+    assert "workspace/executed/01_broken.ipynb" in captured.err
 
 
 def test_parameters_reach_the_notebook(workspace, notebooks):

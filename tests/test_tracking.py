@@ -1,3 +1,5 @@
+import os
+
 import mlflow
 import pytest
 
@@ -7,15 +9,20 @@ from helpers.tracking import course_experiment, describe_tracking_uri, setup_mlf
 
 @pytest.fixture
 def restore_mlflow_uri():
-    previous = mlflow.get_tracking_uri()
+    """mlflow.set_tracking_uri also sets MLFLOW_TRACKING_URI, which later subprocesses (kernels) would inherit."""
+    previous, variable = mlflow.get_tracking_uri(), os.environ.get("MLFLOW_TRACKING_URI")
     yield
     mlflow.set_tracking_uri(previous)
+    if variable is None:
+        os.environ.pop("MLFLOW_TRACKING_URI", None)
+    else:
+        os.environ["MLFLOW_TRACKING_URI"] = variable
 
 
 def test_default_store_is_sqlite_inside_the_workspace(workspace):
     uri = tracking_uri()
     assert uri == f"sqlite:///{workspace.as_posix()}/mlflow/mlflow.db"
-    assert describe_tracking_uri(uri) == "sqlite:///$COURSE_WORKSPACE/mlflow/mlflow.db"
+    assert describe_tracking_uri(uri) == "sqlite:///workspace/mlflow/mlflow.db"
 
 
 def test_mlflow_tracking_uri_wins_when_set(workspace, monkeypatch):
@@ -38,7 +45,7 @@ def test_experiment_on_databricks_is_user_scoped(workspace, monkeypatch):
 
 def test_local_experiment_keeps_runs_and_artifacts_in_the_workspace(workspace, restore_mlflow_uri, capsys):
     setup_mlflow()
-    assert "tracking URI sqlite:///$COURSE_WORKSPACE/mlflow/mlflow.db" in capsys.readouterr().out
+    assert "tracking URI sqlite:///workspace/mlflow/mlflow.db" in capsys.readouterr().out
     name = course_experiment("unit-test-experiment")
     assert name == "unit-test-experiment"
     assert course_experiment(name) == name  # a second call reuses it
