@@ -27,12 +27,14 @@ def test_sanitizer_replaces_what_varies_by_nature():
     assert sanitize("ready after 12.5 s, p50 3 ms") == "ready after DURATION, p50 DURATION"
     assert sanitize("http://127.0.0.1:5123/invocations") == "http://127.0.0.1:PORT/invocations"
     assert sanitize("saved to /tmp/tmpab12cd/model") == "saved to TMPPATH"
+    assert sanitize("(inferring costs 10.4x as long)") == "(inferring costs RATIO as long)"
 
 
 def test_sanitizer_leaves_metrics_counts_and_data_alone():
     for text in ("rmse            6.522", "r2              0.774", "retail_features: 1991 customers, 15 features",
                  "|536365   |22177A   |IVORY SPICE JARS   |1       |2023-12-01 11:55:00|4.86     |",
-                 "share_vintage       +0.66", "version 1: 1960 customers"):
+                 "share_vintage       +0.66", "version 1: 1960 customers", "0x1f", "max 2x2 grid",
+                 "largest difference 2.8e-14 years"):
         assert sanitize(text) == text
 
 
