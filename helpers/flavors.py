@@ -4,6 +4,8 @@ Notebook 03 builds a lightweight pyfunc model from it; this module only reads nu
 """
 from __future__ import annotations
 
+import math
+
 SUPPORTED = "a VectorAssembler, optionally StandardScaler stages, then a LinearRegressionModel"
 
 
@@ -40,9 +42,11 @@ def export_linear_pipeline(model) -> dict:
         # Spark scales by 1/std and maps a zero std to 0; dividing by infinity does the same.
         stds = [s if s != 0 else float("inf") for s in stage.std.toArray()] if stage.getWithStd() else [1.0] * len(columns)
         centre = list(stage.mean.toArray()) if stage.getWithMean() else [0.0] * len(columns)
-        # Chained scalers compose: ((x - m1) / s1 - m2) / s2 = (x - (m1 + m2 s1)) / (s1 s2).
-        mean = [m1 + m2 * s1 for m1, m2, s1 in zip(mean, centre, scale)]
-        scale = [s1 * s2 for s1, s2 in zip(scale, stds)]
+        # Chained scalers compose: ((x - m1) / s1 - m2) / s2 = (x - (m1 + m2 s1)) / (s1 s2). A column already
+        # zeroed by an earlier scaler (infinite scale) stays zero.
+        composed = [(m1, s1) if math.isinf(s1) else (m1 + m2 * s1, s1 * s2)
+                    for m1, s1, m2, s2 in zip(mean, scale, centre, stds)]
+        mean, scale = [m for m, _ in composed], [s for _, s in composed]
         vector = stage.getOutputCol()
     if not isinstance(last, LinearRegressionModel):
         raise _refuse(f"its last stage is {type(last).__name__}, not a LinearRegressionModel")

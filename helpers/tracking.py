@@ -14,6 +14,8 @@ _QUIET_WARNINGS = (
     r".*Hint: Inferred schema contains integer column\(s\).*",
     r".*`artifact_path` is deprecated.*",
     r".*IProgress not found.*",  # tqdm in a kernel without ipywidgets; MLflow's progress bars are off anyway
+    r".*Add type hints to the `predict` method.*",  # notebook 03 explains why its PythonModel has none
+    r".*validate_serving_input`` is deprecated.*",  # notebook 03 says so in its prose
 )
 # Loggers whose routine lines (store migrations, temporary paths, Databricks SDK probing) mean nothing locally.
 _QUIET_LOGGERS = {"alembic": logging.WARNING, "mlflow.store.db.utils": logging.WARNING,
@@ -62,6 +64,10 @@ def setup_mlflow(quiet: bool = False) -> str:
     quiet_mlflow()
     uri = tracking_uri()
     mlflow.set_tracking_uri(uri)
+    if settings().on_databricks:
+        # Databricks turns autologging on for every notebook; the lessons log explicitly, and show autologging
+        # where they teach it, so extra automatic runs would contradict what they print.
+        mlflow.autolog(disable=True)
     if not quiet:
         print(f"MLflow {mlflow.__version__}, tracking URI {describe_tracking_uri(uri)}")
     return uri

@@ -57,3 +57,17 @@ def test_local_experiment_keeps_runs_and_artifacts_in_the_workspace(workspace, r
         mlflow.log_text("hello", "note.txt")
     assert (workspace / "mlflow" / "mlflow.db").is_file()
     assert list((workspace / "mlflow" / "artifacts" / name).rglob("note.txt"))
+
+
+def test_databricks_default_autologging_is_turned_off(workspace, monkeypatch, restore_mlflow_uri):
+    calls = []
+    monkeypatch.setenv("DATABRICKS_RUNTIME_VERSION", "15.4")
+    monkeypatch.setattr(mlflow, "set_tracking_uri", lambda uri: calls.append(("uri", uri)))
+    monkeypatch.setattr(mlflow, "autolog", lambda **kwargs: calls.append(("autolog", kwargs)))
+    setup_mlflow(quiet=True)
+    assert calls == [("uri", "databricks"), ("autolog", {"disable": True})]
+
+
+def test_local_runs_leave_autologging_alone(workspace, monkeypatch, restore_mlflow_uri):
+    monkeypatch.setattr(mlflow, "autolog", lambda **kwargs: pytest.fail("autologging touched locally"))
+    setup_mlflow(quiet=True)
