@@ -8,6 +8,7 @@
 | COURSE_DELTA_JARS | `auto` | `spark`: Spark downloads the Delta jars; `maven`: Maven does; `auto`: Spark, then Maven on failure |
 | JAVA_HOME | found on the machine | the JDK Spark runs on (17 or 21; see helpers.java) |
 | DATABRICKS_RUNTIME_VERSION | unset | set by Databricks clusters: the helpers then use the cluster's Spark and MLflow |
+| COURSE_UC_SCHEMA | `main.default` | on Databricks, the Unity Catalog `catalog.schema` that holds the course's models |
 """
 from __future__ import annotations
 
@@ -28,6 +29,7 @@ class Settings:
     delta_jars: str
     java_home: str | None
     databricks_runtime: str | None
+    uc_schema: str = "main.default"
 
     @property
     def on_databricks(self) -> bool:
@@ -49,6 +51,7 @@ def settings() -> Settings:
         delta_jars=delta_jars,
         java_home=env.get("JAVA_HOME", "").strip() or None,
         databricks_runtime=env.get("DATABRICKS_RUNTIME_VERSION", "").strip() or None,
+        uc_schema=env.get("COURSE_UC_SCHEMA", "").strip() or "main.default",
     )
 
 

@@ -243,25 +243,14 @@ def write_dataset(data_dir: Path = DATA_DIR, seed: int = SEED) -> list[Path]:
 
 def ensure_tables(spark, tables: tuple[str, ...] = ("retail_features",),
                   notebook: str = "00_setup_and_data.ipynb") -> None:
-    """Makes sure the course's tables exist; when they are missing, runs the notebook that builds them.
-
-    This lets every notebook run on its own in a fresh workspace.
-    """
-    from helpers.config import on_databricks, settings
+    """Makes sure the course's tables exist; when they are missing, runs the notebook that builds them."""
+    from helpers.runner import run_prerequisite
     from helpers.spark import register_workspace_tables
 
     missing = [table for table in tables if not spark.catalog.tableExists(table)]
-    if not missing:
-        return
-    if on_databricks():
-        raise RuntimeError(f"Table {', '.join(missing)} does not exist yet: run notebooks/{notebook} first.")
-    from helpers.runner import NOTEBOOK_DIR, run_notebook
-
-    print(f"Table {', '.join(missing)} is not in this workspace yet: running {notebook} to build it ...", flush=True)
-    result = run_notebook(NOTEBOOK_DIR / notebook, settings().workspace / "executed" / notebook, {}, "python3", 1800)
-    if result.status != "passed":
-        raise RuntimeError(f"Building the missing tables failed. {result.error}")
-    register_workspace_tables(spark)
+    if missing:
+        run_prerequisite(notebook, f"Table {', '.join(missing)} is not in this workspace yet")
+        register_workspace_tables(spark)
 
 
 if __name__ == "__main__":

@@ -89,6 +89,21 @@ def run_notebook(source: Path, output: Path, parameters: dict, kernel: str, time
     return Result(source.name, "passed", time.monotonic() - started)
 
 
+def run_prerequisite(notebook: str, reason: str) -> None:
+    """Runs an earlier notebook whose results are missing, so that every notebook also runs on its own.
+
+    On Databricks it asks the learner to run it instead (the runner starts local kernels).
+    """
+    from helpers.config import on_databricks
+
+    if on_databricks():
+        raise RuntimeError(f"{reason}: run notebooks/{notebook} first.")
+    print(f"{reason}: running {notebook} first ...", flush=True)
+    result = run_notebook(NOTEBOOK_DIR / notebook, settings().workspace / "executed" / notebook, {}, "python3", 1800)
+    if result.status != "passed":
+        raise RuntimeError(f"{reason}, and running {notebook} to build it failed. {result.error}")
+
+
 def print_table(results: list[Result]) -> None:
     width = max(len("notebook"), *(len(r.notebook) for r in results))
     print(f"\n{'notebook':<{width}}  {'status':<7}  {'seconds':>7}")

@@ -14,7 +14,6 @@ _QUIET_WARNINGS = (
     r".*Hint: Inferred schema contains integer column\(s\).*",
     r".*`artifact_path` is deprecated.*",
     r".*IProgress not found.*",  # tqdm in a kernel without ipywidgets; MLflow's progress bars are off anyway
-    r".*Add type hints to the `predict` method.*",  # notebook 03 explains why its PythonModel has none
     r".*validate_serving_input`` is deprecated.*",  # notebook 03 says so in its prose
 )
 # Loggers whose routine lines (store migrations, temporary paths, Databricks SDK probing) mean nothing locally.
@@ -65,6 +64,7 @@ def setup_mlflow(quiet: bool = False) -> str:
     uri = tracking_uri()
     mlflow.set_tracking_uri(uri)
     if settings().on_databricks:
+        mlflow.set_registry_uri("databricks-uc")  # registered models live in Unity Catalog (course_model_name)
         # Databricks turns autologging on for every notebook; the lessons log explicitly, and show autologging
         # where they teach it, so extra automatic runs would contradict what they print.
         mlflow.autolog(disable=True)
@@ -94,3 +94,37 @@ def course_experiment(name: str) -> str:
     if uri.startswith("sqlite:") and mlflow.get_experiment_by_name(name) is None:
         mlflow.create_experiment(name, artifact_location=(artifact_root() / name).as_uri())
     return name
+
+
+def course_model_name(name: str) -> str:
+    """A registered model's name: `name` locally, `<catalog>.<schema>.name` in Unity Catalog on Databricks."""
+    config = settings()
+    return f"{config.uc_schema}.{name}" if config.on_databricks else name
+
+
+def ensure_runs(experiment_name: str, run_names: tuple[str, ...], notebook: str) -> None:
+    """Makes sure finished runs of these names exist in the experiment; when some are missing, runs `notebook`."""
+    import mlflow
+
+    from helpers.runner import run_prerequisite
+
+    found = set()
+    if mlflow.get_experiment_by_name(experiment_name) is not None:
+        runs = mlflow.search_runs(experiment_names=[experiment_name], filter_string="attributes.status = 'FINISHED'")
+        found = set(runs.get("tags.mlflow.runName", []))
+    missing = [name for name in run_names if name not in found]
+    if missing:
+        run_prerequisite(notebook, f"Run {', '.join(missing)} is not in experiment {experiment_name} yet")
+
+
+def ensure_model_alias(name: str, alias: str, notebook: str) -> None:
+    """Makes sure the registered model has the alias; when it does not, runs `notebook`, which sets it."""
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    from helpers.runner import run_prerequisite
+
+    try:
+        MlflowClient().get_model_version_by_alias(name, alias)
+    except MlflowException:
+        run_prerequisite(notebook, f"Model {name} has no @{alias} alias yet")

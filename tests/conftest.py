@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 
 COURSE_VARIABLES = ("COURSE_WORKSPACE", "COURSE_SPARK_MASTER", "COURSE_DELTA_JARS", "MLFLOW_TRACKING_URI",
-                    "DATABRICKS_RUNTIME_VERSION")
+                    "DATABRICKS_RUNTIME_VERSION", "COURSE_UC_SCHEMA")
 
 
 @pytest.fixture

@@ -63,11 +63,38 @@ def test_databricks_default_autologging_is_turned_off(workspace, monkeypatch, re
     calls = []
     monkeypatch.setenv("DATABRICKS_RUNTIME_VERSION", "15.4")
     monkeypatch.setattr(mlflow, "set_tracking_uri", lambda uri: calls.append(("uri", uri)))
+    monkeypatch.setattr(mlflow, "set_registry_uri", lambda uri: calls.append(("registry", uri)))
     monkeypatch.setattr(mlflow, "autolog", lambda **kwargs: calls.append(("autolog", kwargs)))
     setup_mlflow(quiet=True)
-    assert calls == [("uri", "databricks"), ("autolog", {"disable": True})]
+    assert calls == [("uri", "databricks"), ("registry", "databricks-uc"), ("autolog", {"disable": True})]
 
 
 def test_local_runs_leave_autologging_alone(workspace, monkeypatch, restore_mlflow_uri):
     monkeypatch.setattr(mlflow, "autolog", lambda **kwargs: pytest.fail("autologging touched locally"))
     setup_mlflow(quiet=True)
+
+
+def test_model_names_are_unity_catalog_names_on_databricks(workspace, monkeypatch):
+    from helpers.tracking import course_model_name
+
+    assert course_model_name("retail-age-model") == "retail-age-model"
+    monkeypatch.setenv("DATABRICKS_RUNTIME_VERSION", "15.4")
+    assert course_model_name("retail_age_model") == "main.default.retail_age_model"
+    monkeypatch.setenv("COURSE_UC_SCHEMA", "ml.course")
+    assert course_model_name("retail_age_model") == "ml.course.retail_age_model"
+
+
+def test_missing_runs_run_the_notebook_that_makes_them(workspace, monkeypatch, restore_mlflow_uri):
+    from helpers import runner
+    from helpers.tracking import ensure_runs
+
+    setup_mlflow(quiet=True)
+    mlflow.set_experiment(course_experiment("prerequisites"))
+    with mlflow.start_run(run_name="present"):
+        pass
+    ran = []
+    monkeypatch.setattr(runner, "run_prerequisite", lambda notebook, reason: ran.append((notebook, reason)))
+    ensure_runs("prerequisites", ("present",), "02_x.ipynb")
+    assert ran == []
+    ensure_runs("prerequisites", ("present", "absent"), "02_x.ipynb")
+    assert ran == [("02_x.ipynb", "Run absent is not in experiment prerequisites yet")]
