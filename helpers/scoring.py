@@ -54,7 +54,8 @@ def resolve_model(uri: str) -> ResolvedModel:
         what = f"alias @{alias}" if alias else f"version {version}"
         raise ScoringError(f"Model {name!r} has no {what}: set the alias with set_registered_model_alias (notebook 04) "
                            "or pass an existing version.") from None
-    return ResolvedModel(uri, name, str(version), alias)  # MLflow 3 returns versions as int
+    # Load by number from now on: if the alias moves while the job runs, the version we record is still the one used.
+    return ResolvedModel(f"models:/{name}/{version}", name, str(version), alias)
 
 
 def score(spark, model: ResolvedModel, table: str):

@@ -144,6 +144,17 @@ def register_workspace_tables(spark) -> list[str]:
     return names
 
 
+def drop_tables(spark, *names: str) -> None:
+    """Drops tables and, locally, deletes their data too, so a demo can start again from nothing.
+
+    A table re-registered from the workspace by a new session is external: DROP TABLE alone would keep its files.
+    """
+    for name in names:
+        spark.sql(f"DROP TABLE IF EXISTS `{name}`")
+        if not settings().on_databricks:
+            shutil.rmtree(workspace_dir("warehouse") / name, ignore_errors=True)
+
+
 def start_spark(quiet: bool = False):
     """The course's SparkSession: Delta Lake configured, Python workers on this interpreter, JVM logs in a file.
 

@@ -1,6 +1,8 @@
 """Shared fixtures: every unit test gets its own course workspace and a clean set of the course's variables."""
 from __future__ import annotations
 
+import os
+
 import pytest
 
 COURSE_VARIABLES = ("COURSE_WORKSPACE", "COURSE_SPARK_MASTER", "COURSE_DELTA_JARS", "MLFLOW_TRACKING_URI",
@@ -15,3 +17,21 @@ def workspace(tmp_path, monkeypatch):
     folder = tmp_path / "workspace"
     monkeypatch.setenv("COURSE_WORKSPACE", str(folder))
     return folder
+
+
+@pytest.fixture(scope="module")
+def spark(tmp_path_factory):
+    """A real Spark session with Delta, in a workspace of its own (and MLflow's store there), for one test module."""
+    saved = {name: os.environ.get(name) for name in ("COURSE_WORKSPACE", "MLFLOW_TRACKING_URI")}
+    os.environ["COURSE_WORKSPACE"] = str(tmp_path_factory.mktemp("spark-workspace"))
+    os.environ.pop("MLFLOW_TRACKING_URI", None)
+    from helpers import start_spark
+
+    session = start_spark(quiet=True)
+    yield session
+    session.stop()
+    for name, value in saved.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value

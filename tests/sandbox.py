@@ -34,3 +34,11 @@ def clean_env(workspace: Path, **extra: str) -> dict[str, str]:
     env["COURSE_WORKSPACE"] = str(workspace)
     env.update(extra)
     return env
+
+
+def delta_round_trip(table: Path, rows: int) -> str:
+    """Python code that starts the course's Spark, writes `rows` rows to a Delta table and prints `rows <count>`."""
+    return ("from helpers import start_spark\n"
+            "spark = start_spark()\n"
+            f"spark.range({rows}).write.format('delta').save({str(table)!r})\n"
+            f"print('rows', spark.read.format('delta').load({str(table)!r}).count())\n")

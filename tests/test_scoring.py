@@ -14,18 +14,14 @@ ROWS = 40
 
 
 @pytest.fixture(scope="module")
-def course(tmp_path_factory):
+def course(spark):
     """A workspace with a small features table and a registered model `mini_model` whose @champion is version 1."""
-    saved = {k: os.environ.get(k) for k in ("COURSE_WORKSPACE", "MLFLOW_TRACKING_URI")}
-    os.environ["COURSE_WORKSPACE"] = str(tmp_path_factory.mktemp("scoring-workspace"))
-    os.environ.pop("MLFLOW_TRACKING_URI", None)
     from pyspark.ml import Pipeline
     from pyspark.ml.feature import VectorAssembler
     from pyspark.ml.regression import LinearRegression
 
-    from helpers import setup_mlflow, start_spark
+    from helpers import setup_mlflow
 
-    spark = start_spark(quiet=True)
     setup_mlflow(quiet=True)
     rows = [(customer, float(customer % 7), float(customer % 5), 20.0 + customer % 50) for customer in range(ROWS)]
     spark.createDataFrame(rows, "CustomerID INT, a DOUBLE, b DOUBLE, cust_age DOUBLE").write.format("delta") \
@@ -37,15 +33,13 @@ def course(tmp_path_factory):
     version = mlflow.register_model(f"runs:/{run.info.run_id}/model", "mini_model")
     mlflow.MlflowClient().set_registered_model_alias("mini_model", "champion", version.version)
     yield spark
-    spark.stop()
     mlflow.set_tracking_uri(None)
-    for name, value in saved.items():
-        os.environ.pop(name, None) if value is None else os.environ.__setitem__(name, value)
 
 
 def test_a_registered_alias_resolves_to_its_version(course):
     resolved = resolve_model("models:/mini_model@champion")
     assert (resolved.name, resolved.version, resolved.alias) == ("mini_model", "1", "champion")
+    assert resolved.uri == "models:/mini_model/1"  # pinned: a moving alias cannot change the model mid-job
     assert resolve_model("models:/mini_model/1").version == "1"
 
 

@@ -7,17 +7,7 @@ from pyspark.sql import SparkSession
 from helpers import spark as course_spark
 from helpers.config import REPO_ROOT
 from helpers.spark import SparkStartError, _explain_failure, delta_maven_coordinates, start_spark
-from tests.sandbox import IVY_CACHE, MAVEN_CACHE, clean_env, run_python_hidden
-
-
-@pytest.fixture(scope="module")
-def spark(tmp_path_factory):
-    saved = os.environ.get("COURSE_WORKSPACE")
-    os.environ["COURSE_WORKSPACE"] = str(tmp_path_factory.mktemp("spark-workspace"))
-    session = start_spark(quiet=True)
-    yield session
-    session.stop()
-    os.environ.pop("COURSE_WORKSPACE") if saved is None else os.environ.__setitem__("COURSE_WORKSPACE", saved)
+from tests.sandbox import IVY_CACHE, MAVEN_CACHE, clean_env, delta_round_trip, run_python_hidden
 
 
 @pytest.mark.slow
@@ -42,6 +32,19 @@ def test_delta_tables_are_versioned_and_survive_a_new_session(spark):
     assert not spark.catalog.tableExists("numbers")
     spark.range(1).write.format("delta").saveAsTable("numbers_other")
     assert "numbers_other" in course_spark.register_workspace_tables(spark)
+
+
+@pytest.mark.slow
+def test_drop_tables_removes_the_data_of_re_registered_tables(spark):
+    from helpers.config import workspace_dir
+
+    spark.range(5).write.format("delta").save(str(workspace_dir("warehouse") / "scratch"))  # data left by a session
+    assert "scratch" in course_spark.register_workspace_tables(spark)  # a new session registers it: external
+    course_spark.drop_tables(spark, "scratch", "never_existed")
+    assert not spark.catalog.tableExists("scratch")
+    assert "scratch" not in course_spark.register_workspace_tables(spark)
+    spark.range(2).write.format("delta").saveAsTable("scratch")  # starts again from nothing
+    assert spark.read.table("scratch").count() == 2
 
 
 @pytest.mark.slow
@@ -114,12 +117,8 @@ def test_delta_coordinates_match_the_installed_wheels():
 @pytest.mark.slow
 def test_maven_path_downloads_the_delta_jars_and_spark_uses_them(tmp_path):
     """COURSE_DELTA_JARS=maven with empty Ivy and Maven caches: Maven fetches the jars into the workspace."""
-    code = ("from helpers import start_spark\n"
-            "spark = start_spark()\n"
-            "spark.range(4).write.format('delta').save('" + str(tmp_path / "table") + "')\n"
-            "print('rows', spark.read.format('delta').load('" + str(tmp_path / "table") + "').count())\n")
     workspace = tmp_path / "workspace"
-    result = run_python_hidden(code, hide=[IVY_CACHE, MAVEN_CACHE],
+    result = run_python_hidden(delta_round_trip(tmp_path / "table", 4), hide=[IVY_CACHE, MAVEN_CACHE],
                                env=clean_env(workspace, COURSE_DELTA_JARS="maven"))
     assert result.returncode == 0, result.stdout + result.stderr[-3000:]
     assert "Delta jars from Maven" in result.stdout and "rows 4" in result.stdout
