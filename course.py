@@ -1,12 +1,12 @@
 #!/usr/bin/env python3
 """The course's one task script. Needs only Python 3.10+; it creates .venv/ and installs the course on first use.
 
-    python course.py run     # install if needed, then run every notebook in order (prints a summary table)
-    python course.py test    # install if needed, then run the whole test suite (unit tests + nbval)
-    python course.py lab     # JupyterLab on the course environment, opened in notebooks/
-    python course.py ui      # the MLflow UI on the course's tracking store
-    python course.py clean   # delete the course workspace (resets the course)
-    python course.py data    # regenerate data/ from its fixed seed
+    python3 course.py run     # install if needed, then run every notebook in order (prints a summary table)
+    python3 course.py test    # install if needed, then run the whole test suite (unit tests + nbval)
+    python3 course.py lab     # JupyterLab on the course environment, opened in notebooks/
+    python3 course.py ui      # the MLflow UI on the course's tracking store
+    python3 course.py clean   # delete the course workspace (resets the course)
+    python3 course.py data    # regenerate data/ from its fixed seed
 
 Arguments after the command go to the tool behind it (`run --only 00 01`, `test -k java`, `ui --port 5001`).
 Inside an activated virtualenv or conda environment, that environment is used instead of .venv/.

@@ -16,7 +16,7 @@ def ui(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     uri = tracking_uri()
     if uri.startswith("sqlite:") and not local_store().exists():
-        print("The course's tracking store is empty: run notebook 01 (or `python course.py run`) first.")
+        print("The course's tracking store is empty: run notebook 01 (or `python3 course.py run`) first.")
     print(f"MLflow UI on http://127.0.0.1:{args.port} (Ctrl-C stops it). Runs and models are under the "
           "'Model training' switch at the top left.", flush=True)
     command = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", "127.0.0.1",

