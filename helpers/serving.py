@@ -1,0 +1,257 @@
+"""Model servers as child processes that always stop: the plumbing behind notebook 06 and the serving benchmark.
+
+`serve_model(uri)` runs the book's `mlflow models serve -m <uri> --env-manager local`; `serve_model(uri, guarded=True)`
+runs MLflow's same scoring app behind the request guard of `helpers.serving_app`. Either way the server listens on
+127.0.0.1 and a free port, `/ping` answers before the call returns, and the server and every process it started are
+stopped by `stop()`, by leaving a `with` block, when Python exits, when start-up fails or is interrupted, and (through
+the kernel's death signal) when the process that started it is killed.
+"""
+from __future__ import annotations
+
+import atexit
+import ctypes
+import os
+import shlex
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from helpers.config import on_databricks, settings, workspace_dir
+
+DEFAULT_MAX_BYTES = 16 * 1024 * 1024  # the payload limit the book quotes for Databricks serving
+_LIVE: set["ModelServer"] = set()
+
+
+class ServingError(RuntimeError):
+    """A model server could not start; the message says why and where its log is."""
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _die_with_parent() -> None:
+    """Runs in the child before exec: Linux sends it SIGTERM if the process that started it dies, even by SIGKILL."""
+    try:
+        ctypes.CDLL("libc.so.6").prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass  # not Linux: stop() and atexit still apply
+
+
+class ModelServer:
+    """One scoring server process (and its children). Use it in a `with` block or call stop()."""
+
+    health_path = "/ping"  # what start() polls until it answers 200
+
+    def __init__(self, name: str, command: list[str], env: dict[str, str], port: int, log: Path):
+        self.name, self.command, self.env, self.port, self.log = name, command, env, port, log
+        self.url = f"http://127.0.0.1:{port}"
+        self.process: subprocess.Popen | None = None
+        self.ready_seconds: float | None = None
+
+    def __repr__(self) -> str:
+        state = "running" if self.running else "stopped"
+        return f"<ModelServer {self.name} at {self.url}, {state}>"
+
+    @property
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def display_command(self) -> str:
+        """The command as a learner would type it in an activated environment."""
+        words = list(self.command)
+        if Path(words[0]) == Path(sys.executable):
+            words = words[2:] if words[1] == "-m" else words[1:]
+        return shlex.join(words)
+
+    def start(self, timeout: float = 180) -> "ModelServer":
+        self.log.parent.mkdir(parents=True, exist_ok=True)
+        started = time.perf_counter()
+        with open(self.log, "ab") as log:
+            self.process = subprocess.Popen(self.command, env=self.env, stdout=log, stderr=subprocess.STDOUT,
+                                            stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent,
+                                            start_new_session=True)  # a kernel interrupt must not reach it
+        _LIVE.add(self)
+        try:
+            while not self._answers(self.health_path):
+                if self.process.poll() is not None:
+                    raise ServingError(f"The {self.name} server exited with code {self.process.returncode} before "
+                                       f"answering {self.health_path}; its log is {self.log}:\n{self.log_tail()}")
+                if time.perf_counter() - started > timeout:
+                    raise ServingError(f"The {self.name} server did not answer {self.health_path} within "
+                                       f"{timeout:.0f} s; its log is {self.log}:\n{self.log_tail()}")
+                time.sleep(0.2)
+        except BaseException:  # also KeyboardInterrupt: a half-started server must not outlive the cell
+            self.stop()
+            raise
+        self.ready_seconds = time.perf_counter() - started
+        return self
+
+    def _answers(self, path: str) -> bool:
+        try:
+            with urllib.request.urlopen(self.url + path, timeout=2) as reply:
+                return reply.status == 200
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            return False
+
+    def log_tail(self, lines: int = 15) -> str:
+        try:
+            return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+        except FileNotFoundError:
+            return "(no log written)"
+
+    def process_ids(self) -> list[int]:
+        """The server's process and all its descendants (uvicorn, a Spark JVM), for stopping and for tests."""
+        import psutil
+
+        if self.process is None:
+            return []
+        try:
+            root = psutil.Process(self.process.pid)
+            return [root.pid, *(child.pid for child in root.children(recursive=True))]
+        except psutil.NoSuchProcess:
+            return []
+
+    def stop(self, grace: float = 10) -> None:
+        """Stops the server and everything it started: SIGTERM, then SIGKILL for what is left after `grace` s."""
+        import psutil
+
+        _LIVE.discard(self)
+        if self.process is None:
+            return
+        processes = []
+        for pid in self.process_ids():
+            try:
+                processes.append(psutil.Process(pid))
+            except psutil.NoSuchProcess:
+                pass
+        for process in processes:
+            try:
+                process.terminate()
+            except psutil.NoSuchProcess:
+                pass
+        _, alive = psutil.wait_procs(processes, timeout=grace)
+        for process in alive:
+            try:
+                process.kill()
+            except psutil.NoSuchProcess:
+                pass
+        psutil.wait_procs(alive, timeout=grace)
+        self.process.wait(timeout=grace)
+
+    def __enter__(self) -> "ModelServer":
+        return self if self.running else self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+@atexit.register
+def stop_all() -> None:
+    """Stops every server this Python process started (a kernel restart or shutdown ends here)."""
+    for server in list(_LIVE):
+        server.stop()
+
+
+def serving_environment(tracking_uri: str) -> dict[str, str]:
+    """The child's environment: this Python's scripts first on PATH (`mlflow models serve` runs `uvicorn` from
+    PATH, which an unactivated virtualenv lacks), the course's tracking store and a Java for Spark models."""
+    from helpers.java import prepare_java
+
+    env = dict(os.environ)
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+    env["MLFLOW_TRACKING_URI"] = tracking_uri
+    env.setdefault("PYSPARK_PYTHON", sys.executable)
+    config = settings()
+    try:
+        java = prepare_java(config.workspace, config.java_home)
+        env["JAVA_HOME"] = str(java.home)
+    except RuntimeError:
+        pass  # only a Spark-flavor model needs Java, and it then fails with Spark's own clear message
+    return env
+
+
+def serve_model(model_uri: str, *, guarded: bool = False, name: str | None = None,
+                max_bytes: int = DEFAULT_MAX_BYTES, timeout: float = 180) -> ModelServer:
+    """Starts a scoring server for `model_uri` on 127.0.0.1 and returns it once `/ping` answers."""
+    import mlflow
+
+    if on_databricks():
+        raise ServingError("Local model servers are not started on Databricks: use Databricks Model Serving "
+                           "(Serving in the sidebar, or the serving-endpoints API) for the same model.")
+    port = free_port()
+    env = serving_environment(mlflow.get_tracking_uri())
+    if guarded:
+        env.update(COURSE_SERVING_MODEL_URI=model_uri, COURSE_SERVING_MAX_BYTES=str(max_bytes))
+        command = [sys.executable, "-m", "uvicorn", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+                   "--no-access-log", "--factory", "helpers.serving_app:create_app"]
+    else:
+        command = [sys.executable, "-m", "mlflow", "models", "serve", "-m", model_uri, "--env-manager", "local",
+                   "--host", "127.0.0.1", "--port", str(port)]
+    name = name or model_uri
+    log = workspace_dir() / "logs" / f"serving-{port}.log"
+    return ModelServer(name, command, env, port, log).start(timeout)
+
+
+def _post_forever(url: str, body: bytes, deadline: float, latencies: list[float]) -> None:
+    """One client: single-row requests over one keep-alive connection until the deadline, timing each."""
+    import http.client
+    from urllib.parse import urlsplit
+
+    address = urlsplit(url)
+    connection = http.client.HTTPConnection(address.hostname, address.port, timeout=30)
+    headers = {"Content-Type": "application/json"}
+    try:
+        while time.perf_counter() < deadline:
+            started = time.perf_counter()
+            connection.request("POST", address.path, body, headers)
+            reply = connection.getresponse()
+            reply.read()
+            if reply.status != 200:
+                raise ServingError(f"{url} answered {reply.status} during the load test")
+            latencies.append(time.perf_counter() - started)
+    finally:
+        connection.close()
+
+
+def load_test(url: str, body: bytes, clients: int = 1, seconds: float = 3.0) -> dict[str, float]:
+    """Drives `url` with `clients` concurrent Python clients for `seconds`: requests/s and latency percentiles (ms).
+
+    A Python client shares the 2 cores with the server, so these figures are a floor; benchmarks/serving.py
+    measures the same servers with wrk.
+    """
+    import threading
+
+    import numpy as np
+
+    _post_forever(url, body, time.perf_counter() + 0.5, [])  # warm-up: connections, caches, lazy imports
+    per_client: list[list[float]] = [[] for _ in range(clients)]
+    errors: list[BaseException] = []
+    deadline = time.perf_counter() + seconds
+
+    def client(latencies: list[float]) -> None:
+        try:
+            _post_forever(url, body, deadline, latencies)
+        except BaseException as error:  # reported below, in the caller's thread
+            errors.append(error)
+
+    threads = [threading.Thread(target=client, args=(latencies,)) for latencies in per_client]
+    started = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    elapsed = time.perf_counter() - started
+    if errors:
+        raise errors[0]
+    latencies = np.array([value for values in per_client for value in values]) * 1000
+    p50, p95, p99 = np.percentile(latencies, [50, 95, 99])
+    return {"requests": len(latencies), "requests_per_s": len(latencies) / elapsed, "p50_ms": p50, "p95_ms": p95,
+            "p99_ms": p99}
