@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import warnings
 from pathlib import Path
 
@@ -56,11 +57,20 @@ def quiet_mlflow() -> None:
         warnings.filterwarnings("ignore", message=pattern)
 
 
+def use_this_python() -> None:
+    """Puts this Python's scripts folder first on PATH. MLflow runs `uvicorn` (model serving) and an MLflow Project's
+    `python` from PATH; in a virtualenv that is not activated they would be missing or another Python's."""
+    scripts = str(Path(sys.executable).parent)
+    if os.environ.get("PATH", "").split(os.pathsep)[0] != scripts:
+        os.environ["PATH"] = os.pathsep.join([scripts, os.environ.get("PATH", "")])
+
+
 def setup_mlflow(quiet: bool = False) -> str:
     """Points MLflow at the course's tracking store and returns its URI."""
     import mlflow
 
     quiet_mlflow()
+    use_this_python()
     uri = tracking_uri()
     mlflow.set_tracking_uri(uri)
     if settings().on_databricks:

@@ -98,3 +98,16 @@ def test_missing_runs_run_the_notebook_that_makes_them(workspace, monkeypatch, r
     assert ran == []
     ensure_runs("prerequisites", ("present", "absent"), "02_x.ipynb")
     assert ran == [("02_x.ipynb", "Run absent is not in experiment prerequisites yet")]
+
+
+def test_setup_puts_this_python_first_on_path(workspace, monkeypatch, restore_mlflow_uri):
+    """`mlflow models serve` runs uvicorn, and an MLflow Project its `python`, from PATH: they must be this Python's."""
+    import os
+    import sys
+    from pathlib import Path
+
+    monkeypatch.setenv("PATH", os.pathsep.join(["/usr/bin", "/bin"]))
+    setup_mlflow(quiet=True)
+    setup_mlflow(quiet=True)  # idempotent: added once
+    folders = os.environ["PATH"].split(os.pathsep)
+    assert folders[0] == str(Path(sys.executable).parent) and folders.count(folders[0]) == 1

@@ -1,0 +1,144 @@
+"""The training project and the validation gate, for real: `mlflow run`, Spark, Delta and the registry.
+
+A small features table with a real signal stands in for `retail_features`; the project trains on it through both
+`mlflow run` and `mlflow.projects.run`, and the gate decides which versions become @champion.
+"""
+import subprocess
+import sys
+import time
+
+import mlflow
+import pytest
+import requests
+from mlflow import MlflowClient
+
+from helpers.config import REPO_ROOT
+from helpers.gate import Thresholds, split, validate
+
+pytestmark = pytest.mark.slow
+PROJECT = REPO_ROOT / "mlproject"
+MODEL = "gate_model"
+
+
+@pytest.fixture(scope="module")
+def course(spark):
+    """A features table (version 0) whose label is 30 + 2a - b plus noise, and a tracking store, in one workspace."""
+    from pyspark.sql import functions as F
+
+    from helpers import setup_mlflow
+
+    setup_mlflow(quiet=True)
+    rows = spark.range(400).select(
+        F.col("id").cast("int").alias("CustomerID"),
+        (F.col("id") % 13).cast("double").alias("a"),
+        (F.col("id") % 7).cast("double").alias("b"))
+    noise = (F.abs(F.xxhash64("CustomerID")) % 100 - 50) / 100.0
+    rows.withColumn("cust_age", F.lit(30.0) + 2 * F.col("a") - F.col("b") + noise) \
+        .write.format("delta").saveAsTable("gate_features")
+    yield spark
+    mlflow.set_tracking_uri(None)
+
+
+def train(course, *, via: str, reg_param: float = 0.0) -> str:
+    """Runs the project's train entry point; returns the new version of MODEL."""
+    client = MlflowClient()
+    before = {int(v.version) for v in client.search_model_versions(f"name = '{MODEL}'")}
+    parameters = {"table": "gate_features", "model_name": MODEL, "reg_param": reg_param}
+    if via == "cli":
+        command = [sys.executable, "-m", "mlflow", "run", str(PROJECT), "-e", "train", "--env-manager", "local",
+                   *[arg for name, value in parameters.items() for arg in ("-P", f"{name}={value}")]]
+        finished = subprocess.run(command, capture_output=True, text=True, timeout=600)  # PATH: setup_mlflow
+        assert finished.returncode == 0, finished.stderr[-3000:]
+        assert f"registered {MODEL} version" in finished.stdout
+    else:
+        submitted = mlflow.projects.run(str(PROJECT), entry_point="train", parameters=parameters,
+                                        env_manager="local", synchronous=True)
+        assert submitted.get_status() == "FINISHED"
+    after = {int(v.version) for v in client.search_model_versions(f"name = '{MODEL}'")}
+    (new,) = after - before
+    return str(new)
+
+
+def held_out(course):
+    return split(course.read.table("gate_features"))[1]
+
+
+def test_mlflow_run_trains_on_a_delta_version_and_registers_a_version(course):
+    version = train(course, via="cli")
+    model_version = MlflowClient().get_model_version(MODEL, version)
+    assert model_version.tags["data_version"] == "0" and model_version.tags["table"] == "gate_features"
+    run = mlflow.get_run(model_version.run_id)
+    assert run.data.params["data_version"] == "latest" and run.data.params["delta_version"] == "0"
+    assert run.data.metrics["held_out_rmse"] < 1.0  # the signal is learnable: noise is at most 0.5 years
+    assert [d.dataset.name for d in run.inputs.dataset_inputs] == ["gate_features"]
+
+
+def test_the_first_version_passes_the_gate_and_becomes_champion(course):
+    version = str(max(int(v.version) for v in MlflowClient().search_model_versions(f"name = '{MODEL}'")))
+    result = validate(course, MODEL, version, held_out(course))
+    assert result.passed and result.champion_version is None
+    assert str(MlflowClient().get_model_version_by_alias(MODEL, "champion").version) == version
+
+
+def test_a_worse_model_never_becomes_champion(course):
+    champion = str(MlflowClient().get_model_version_by_alias(MODEL, "champion").version)
+    worse = train(course, via="api", reg_param=50.0)  # heavy shrinkage: predictions near the mean age
+    result = validate(course, MODEL, worse, held_out(course))
+    assert not result.passed and "worse than the champion" in result.reason
+    client = MlflowClient()
+    assert str(client.get_model_version_by_alias(MODEL, "champion").version) == champion
+    tags = client.get_model_version(MODEL, worse).tags
+    assert tags["validation_status"] == "rejected" and tags["validation_reason"] == result.reason
+    assert float(tags["held_out_rmse"]) > float(tags["champion_rmse"])
+
+
+def test_an_absolute_limit_refuses_even_without_a_better_champion(course):
+    version = str(MlflowClient().get_model_version_by_alias(MODEL, "champion").version)
+    result = validate(course, MODEL, version, held_out(course), Thresholds(max_rmse=0.01))
+    assert not result.passed and "above the limit" in result.reason
+    assert str(MlflowClient().get_model_version_by_alias(MODEL, "champion").version) == version
+
+
+def test_an_equally_good_model_is_promoted(course):
+    client = MlflowClient()
+    before = str(client.get_model_version_by_alias(MODEL, "champion").version)
+    retrained = train(course, via="api", reg_param=0.0)
+    result = validate(course, MODEL, retrained, held_out(course))
+    assert result.passed and result.champion_version == before
+    assert str(client.get_model_version_by_alias(MODEL, "champion").version) == retrained
+    assert client.get_model_version(MODEL, retrained).tags["validation_status"] == "passed"
+
+
+def test_a_signed_webhook_delivery_runs_the_gate_and_a_forged_one_changes_nothing(course, tmp_path):
+    """The CD4ML loop on real processes: project run -> `mlflow server` -> signed webhook -> gate -> @champion."""
+    from helpers.webhooks import WebhookReceiver, start_tracking_server
+
+    saved = mlflow.get_tracking_uri()
+    gated = []
+
+    def on_delivery(payload: dict) -> None:  # what the CI server does when a version is created
+        data = payload["data"]
+        gated.append(validate(course, data["name"], data["version"], held_out(course)))
+
+    secret = "course-webhook-secret"
+    with start_tracking_server(tmp_path / "server") as server, \
+            WebhookReceiver(secret, on_delivery=on_delivery) as receiver:
+        mlflow.set_tracking_uri(server.url)
+        try:
+            MlflowClient().create_webhook(name="ci", url=receiver.url, events=["model_version.created"],
+                                          secret=secret)
+            version = train(course, via="api")
+            receiver.wait_for(lambda d: d["payload"]["data"]["version"] == version, timeout=60)
+            deadline = time.monotonic() + 120
+            while not gated and time.monotonic() < deadline:
+                time.sleep(0.5)
+            assert gated and gated[0].passed and gated[0].version == version
+            assert str(MlflowClient().get_model_version_by_alias(MODEL, "champion").version) == version
+
+            forged = {"entity": "model_version", "action": "created",
+                      "data": {"name": MODEL, "version": version}}
+            reply = requests.post(receiver.url, json=forged, timeout=10,
+                                  headers={"X-MLflow-Delivery-Id": "forged", "X-MLflow-Timestamp": "1"})
+            assert reply.status_code in (400, 401) and len(gated) == 1
+        finally:
+            mlflow.set_tracking_uri(saved)
