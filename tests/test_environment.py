@@ -41,3 +41,16 @@ def test_ci_runs_the_readme_test_command():
     assert commands[:2] == ["python3 course.py run", "python3 course.py test"]
     ci = (REPO_ROOT / ".ci" / "run").read_text()
     assert re.search(r"^python3 course\.py test$", ci, flags=re.M)
+
+
+def test_the_ci_example_runs_commands_that_exist():
+    """The example CI workflow calls the course's own commands: course.py and a console script of pyproject.toml."""
+    workflow = yaml.safe_load((REPO_ROOT / "mlproject" / "ci-example.github-actions.yml").read_text())
+    section = (REPO_ROOT / "pyproject.toml").read_text().split("[project.scripts]")[1].split("\n[")[0]
+    scripts = set(re.findall(r"^([\w-]+) =", section, flags=re.M))  # no tomllib: the course supports Python 3.10
+    runs = [step["run"] for job in workflow["jobs"].values() for step in job["steps"] if "run" in step]
+    assert runs, "the example runs no command"
+    for command in runs:
+        program = command.split()[0]
+        assert program == "python3" and command.split()[1] == "course.py" or \
+            program.startswith(".venv/bin/") and program.removeprefix(".venv/bin/") in scripts, command

@@ -14,6 +14,7 @@ from mlflow import MlflowClient
 
 from helpers.config import REPO_ROOT
 from helpers.gate import Thresholds, split, validate
+from helpers.spark import register_workspace_tables
 
 pytestmark = pytest.mark.slow
 PROJECT = REPO_ROOT / "mlproject"
@@ -142,3 +143,32 @@ def test_a_signed_webhook_delivery_runs_the_gate_and_a_forged_one_changes_nothin
             assert reply.status_code in (400, 401) and len(gated) == 1
         finally:
             mlflow.set_tracking_uri(saved)
+
+
+def pipeline(*arguments: str) -> subprocess.CompletedProcess:
+    """`course-cd4ml` as a CI server runs it: a new process, the same workspace and tracking store."""
+    return subprocess.run([sys.executable, "-m", "helpers.pipeline", "--table", "gate_features",
+                           "--model-name", MODEL, *arguments], capture_output=True, text=True, timeout=900)
+
+
+def test_the_pipeline_command_exits_1_when_the_gate_refuses_and_0_when_it_passes(course):
+    client = MlflowClient()
+    champion = str(client.get_model_version_by_alias(MODEL, "champion").version)
+    refused = pipeline("--reg-param", "50", "--no-score")
+    assert refused.returncode == 1, refused.stderr[-3000:]
+    assert "the gate refused" in refused.stderr and f"@champion stays version {champion}" in refused.stderr
+    assert str(client.get_model_version_by_alias(MODEL, "champion").version) == champion
+
+    passed = pipeline("--reg-param", "0", "--date", "2024-12-01")
+    assert passed.returncode == 0, passed.stderr[-3000:]
+    new = str(client.get_model_version_by_alias(MODEL, "champion").version)
+    assert new != champion and f"version {new} passed the gate" in passed.stdout
+    register_workspace_tables(course)  # the pipeline's own Spark wrote the table
+    predictions = course.read.table("retail_predictions").filter("scoring_date = '2024-12-01'")
+    assert predictions.count() == 400
+    assert {row.model_version for row in predictions.select("model_version").distinct().collect()} == {new}
+
+
+def test_the_pipeline_command_says_what_is_missing(course):
+    missing = pipeline("--table", "no_such_table")
+    assert missing.returncode == 2 and "there is no table 'no_such_table'" in missing.stderr
