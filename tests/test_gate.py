@@ -12,12 +12,11 @@ import pytest
 import requests
 from mlflow import MlflowClient
 
-from helpers.config import REPO_ROOT
 from helpers.gate import Thresholds, split, validate
+from helpers.pipeline import PROJECT, train as train_step
 from helpers.spark import register_workspace_tables
 
 pytestmark = pytest.mark.slow
-PROJECT = REPO_ROOT / "mlproject"
 MODEL = "gate_model"
 
 
@@ -41,20 +40,17 @@ def course(spark):
 
 
 def train(course, *, via: str, reg_param: float = 0.0) -> str:
-    """Runs the project's train entry point; returns the new version of MODEL."""
+    """Runs the project's train entry point through `mlflow run` ("cli") or `course-cd4ml`'s own training step,
+    `mlflow.projects.run` ("api"); returns the new version of MODEL."""
+    if via == "api":
+        return train_step("gate_features", "latest", reg_param, 0.0, MODEL)
     client = MlflowClient()
     before = {int(v.version) for v in client.search_model_versions(f"name = '{MODEL}'")}
-    parameters = {"table": "gate_features", "model_name": MODEL, "reg_param": reg_param}
-    if via == "cli":
-        command = [sys.executable, "-m", "mlflow", "run", str(PROJECT), "-e", "train", "--env-manager", "local",
-                   *[arg for name, value in parameters.items() for arg in ("-P", f"{name}={value}")]]
-        finished = subprocess.run(command, capture_output=True, text=True, timeout=600)  # PATH: setup_mlflow
-        assert finished.returncode == 0, finished.stderr[-3000:]
-        assert f"registered {MODEL} version" in finished.stdout
-    else:
-        submitted = mlflow.projects.run(str(PROJECT), entry_point="train", parameters=parameters,
-                                        env_manager="local", synchronous=True)
-        assert submitted.get_status() == "FINISHED"
+    command = [sys.executable, "-m", "mlflow", "run", str(PROJECT), "-e", "train", "--env-manager", "local",
+               "-P", "table=gate_features", "-P", f"model_name={MODEL}", "-P", f"reg_param={reg_param}"]
+    finished = subprocess.run(command, capture_output=True, text=True, timeout=600)  # PATH: setup_mlflow
+    assert finished.returncode == 0, finished.stderr[-3000:]
+    assert f"registered {MODEL} version" in finished.stdout
     after = {int(v.version) for v in client.search_model_versions(f"name = '{MODEL}'")}
     (new,) = after - before
     return str(new)
