@@ -8,8 +8,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-LABEL = "cust_age"
-NOT_FEATURES = ("CustomerID", LABEL, "selected_features")
+from helpers.features import LABEL, VECTOR
+
+NOT_FEATURES = ("CustomerID", LABEL, VECTOR)
 
 
 def feature_columns(table) -> list[str]:

@@ -1,33 +1,51 @@
-"""The CD4ML pipeline as one unattended command: train -> register -> validate -> promote -> batch score.
+"""The CD4ML pipeline as one unattended command: [monitor ->] train -> register -> validate -> promote -> batch score.
 
     course-cd4ml --reg-param 0.0 --date 2024-12-01
     course-cd4ml --table retail_features --data-version 3 --model-name retail_age_model --no-score
+    course-cd4ml --version 7          # validate (and score with) a version registered elsewhere: a webhook's job
+    course-cd4ml --land data/online_retail_2024-12.csv.gz --monitor 2024-12   # the nightly job: retrain on drift
 
 What a CI/CD server (Jenkins, GitHub Actions, a Databricks Job) calls. Exit codes: 0 when the new version passed the
-gate (it is then @champion, and the table was scored with it); 1 when the gate refused it (@champion unchanged, the
-version tagged with the reason); 2 when something it needs is missing. Each failure is one sentence on stderr.
+gate (it is then @champion, and the table was scored with it), or when monitoring found no reason to retrain; 1 when
+the gate refused it (@champion unchanged, the version tagged with the reason); 2 when something it needs is missing.
+Each failure is one sentence on stderr.
 """
 from __future__ import annotations
 
 import argparse
 import datetime as dt
 import sys
+from pathlib import Path
 
 from helpers.config import REPO_ROOT
+from helpers.monitoring import MonitoringReport, MonitoringThresholds
 
 PROJECT = REPO_ROOT / "mlproject"
+EXPERIMENT = "retail-age-cd4ml"  # where the project's training runs go
+MONITORING_EXPERIMENT = "retail-age-monitoring"  # one run per monitored month
 
 
 class PipelineError(RuntimeError):
     """Something the pipeline needs is missing: the message says what."""
 
 
-def train(table: str, data_version: str, reg_param: float, elastic_net_param: float, model_name: str) -> str:
+def month_argument(text: str) -> dt.date:
+    try:
+        return dt.datetime.strptime(text, "%Y-%m").date()
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a month written YYYY-MM, such as 2024-12.") from None
+
+
+def train(table: str, data_version: str, reg_param: float, elastic_net_param: float, model_name: str,
+          experiment: str = EXPERIMENT) -> str:
     """Runs the MLflow Project's train entry point in this environment; returns the version it registered."""
     import mlflow
     from mlflow import MlflowClient
 
+    from helpers.tracking import course_experiment
+
     submitted = mlflow.projects.run(str(PROJECT), entry_point="train", env_manager="local", synchronous=False,
+                                    experiment_name=course_experiment(experiment),
                                     parameters={"table": table, "data_version": data_version, "reg_param": reg_param,
                                                 "elastic_net_param": elastic_net_param, "model_name": model_name})
     if not submitted.wait():
@@ -36,6 +54,95 @@ def train(table: str, data_version: str, reg_param: float, elastic_net_param: fl
     if not versions:
         raise PipelineError(f"the training run {submitted.run_id} registered no version of {model_name}.")
     return str(versions[0].version)
+
+
+def existing_version(model_name: str, version: str) -> str:
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return str(MlflowClient().get_model_version(model_name, version).version)
+    except MlflowException:
+        raise PipelineError(f"there is no version {version} of the registered model {model_name!r}; "
+                            "check --model-name and --version.") from None
+
+
+def land_month(spark, raw_file: Path) -> None:
+    """Appends one raw transactions file to retail_bronze (idempotent: replaceWhere on its source_file) and rebuilds
+    retail_silver from bronze, as notebook 07 does."""
+    from pyspark.sql import functions as F
+
+    from helpers.features import clean_lines
+
+    if not raw_file.is_file():
+        raise PipelineError(f"there is no file {raw_file}; pass a raw transactions file such as "
+                            "data/online_retail_2024-12.csv.gz.")
+    schema = spark.read.table("retail_bronze").drop("source_file").schema
+    lines = spark.read.option("header", True).schema(schema).csv(raw_file.resolve().as_uri()) \
+        .withColumn("source_file", F.col("_metadata.file_name"))
+    lines.write.format("delta").mode("overwrite").option("replaceWhere", f"source_file = '{raw_file.name}'") \
+        .saveAsTable("retail_bronze")
+    clean_lines(spark.read.table("retail_bronze"), spark.read.table("retail_products")).write.format("delta") \
+        .mode("overwrite").saveAsTable("retail_silver")
+
+
+def monitor(spark, model_name: str, month: dt.date, thresholds: MonitoringThresholds) -> MonitoringReport:
+    """Drift and error of @champion on the customers who bought in `month`, against the data it learned from;
+    logged as one run of the monitoring experiment."""
+    import mlflow
+    import mlflow.spark
+    from mlflow import MlflowClient
+    from pyspark.ml.evaluation import RegressionEvaluator
+
+    from helpers.features import LABEL, feature_names
+    from helpers.gate import split
+    from helpers.monitoring import active_customer_features, assess, training_data
+    from helpers.tracking import course_experiment
+
+    from mlflow.exceptions import MlflowException
+
+    try:
+        champion = MlflowClient().get_model_version_by_alias(model_name, "champion")
+    except MlflowException:
+        raise PipelineError(f"{model_name!r} has no @champion to monitor; promote one first (notebook 04, or "
+                            "course-cd4ml without --monitor).") from None
+    try:
+        table, version = training_data(champion)
+    except ValueError as error:
+        raise PipelineError(str(error)) from None
+    reference = spark.read.option("versionAsOf", version).table(table)
+    categories = sorted(r.Category for r in spark.read.table("retail_products").select("Category").distinct().collect())
+    columns = feature_names(categories)
+    current = active_customer_features(spark.read.table("retail_silver"), spark.read.table("retail_customers"),
+                                       categories, month).cache()
+    if current.isEmpty():
+        raise PipelineError(f"nobody bought anything in {month:%Y-%m} according to retail_silver; land that month's "
+                            "raw file first (--land).")
+    model = mlflow.spark.load_model(f"models:/{model_name}/{champion.version}")
+    evaluator = RegressionEvaluator(labelCol=LABEL, metricName="rmse")
+    report = assess(reference.select(columns).toPandas(), current.select(columns).toPandas(), columns,
+                    evaluator.evaluate(model.transform(current)),
+                    evaluator.evaluate(model.transform(split(reference)[1])), thresholds)
+    mlflow.set_experiment(course_experiment(MONITORING_EXPERIMENT))
+    with mlflow.start_run(run_name=f"monitoring-{month:%Y-%m}"):
+        mlflow.log_params({"month": f"{month:%Y-%m}", "model_version": champion.version, "reference_table": table,
+                           "reference_version": version, "max_psi": thresholds.max_psi,
+                           "max_rmse_increase": thresholds.max_rmse_increase})
+        mlflow.log_metrics(report.metrics())
+        mlflow.set_tags({"retrain": str(report.retrain).lower(), "reasons": "; ".join(report.reasons) or "none"})
+    return report
+
+
+def refresh_training_table(spark, table: str, month: dt.date) -> str:
+    """Rewrites `table` with the twelve months that end with `month` (a new Delta version); returns that version."""
+    from delta.tables import DeltaTable
+
+    from helpers.features import training_table
+
+    categories = sorted(r.Category for r in spark.read.table("retail_products").select("Category").distinct().collect())
+    training_table(spark.read.table("retail_silver"), spark.read.table("retail_customers"), categories, month) \
+        .write.format("delta").mode("overwrite").saveAsTable(table)
+    return str(DeltaTable.forName(spark, table).history(1).first()["version"])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -54,7 +161,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--date", type=dt.date.fromisoformat, default=dt.datetime.now(dt.timezone.utc).date(),
                         help="the scoring date of the batch predictions (default: today, UTC)")
     parser.add_argument("--no-score", action="store_true", help="stop after the gate")
+    parser.add_argument("--version", help="skip training: validate this existing version of --model-name "
+                                          "(what a job triggered by a model_version.created webhook runs)")
+    parser.add_argument("--land", type=Path, metavar="FILE", help="first append this raw transactions file to "
+                        "retail_bronze and rebuild retail_silver (idempotent)")
+    parser.add_argument("--monitor", type=month_argument, metavar="YYYY-MM",
+                        help="first measure drift and error of @champion on this month; train (on the twelve months "
+                             "that end with it) only when a threshold is crossed")
+    parser.add_argument("--max-psi", type=float, default=MonitoringThresholds().max_psi,
+                        help="with --monitor: retrain when a feature's PSI is above this")
+    parser.add_argument("--max-rmse-increase", type=float, default=MonitoringThresholds().max_rmse_increase,
+                        help="with --monitor: retrain when the RMSE grew by more than this (0.05 = 5%%)")
     args = parser.parse_args(argv)
+    if args.version and args.monitor:
+        parser.error("--version validates an existing version; --monitor decides whether to train one: pick one.")
 
     from helpers import scoring
     from helpers.gate import split, validate
@@ -66,8 +186,26 @@ def main(argv: list[str] | None = None) -> int:
         spark = start_spark(quiet=True)
         if not spark.catalog.tableExists(args.table):
             raise PipelineError(f"there is no table {args.table!r} in the course workspace; run notebook 00 first.")
-        version = train(args.table, args.data_version, args.reg_param, args.elastic_net_param, args.model_name)
-        print(f"course-cd4ml: trained and registered {args.model_name} version {version}", flush=True)
+        if args.land:
+            land_month(spark, args.land)
+            print(f"course-cd4ml: landed {args.land.name} in retail_bronze and retail_silver", flush=True)
+        if args.monitor:
+            report = monitor(spark, args.model_name, args.monitor,
+                             MonitoringThresholds(args.max_psi, args.max_rmse_increase))
+            print(f"course-cd4ml: monitored {args.monitor:%Y-%m}: max PSI {report.psi.max():.3f}, RMSE "
+                  f"{report.rmse:.3f} ({report.rmse_increase:+.1%} against {report.baseline_rmse:.3f})", flush=True)
+            if not report.retrain:
+                print(f"course-cd4ml: no threshold crossed in {args.monitor:%Y-%m}: no retraining", flush=True)
+                return 0
+            print("course-cd4ml: retraining, because " + "; ".join(report.reasons), flush=True)
+            args.data_version = refresh_training_table(spark, args.table, args.monitor)
+            print(f"course-cd4ml: {args.table} version {args.data_version} holds the twelve months to "
+                  f"{args.monitor:%Y-%m}", flush=True)
+        if args.version:
+            version = existing_version(args.model_name, args.version)
+        else:
+            version = train(args.table, args.data_version, args.reg_param, args.elastic_net_param, args.model_name)
+            print(f"course-cd4ml: trained and registered {args.model_name} version {version}", flush=True)
         held_out = split(spark.read.table(args.table))[1]
         result = validate(spark, args.model_name, version, held_out, Thresholds(args.max_rmse, args.max_worse))
     except PipelineError as error:

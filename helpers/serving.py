@@ -25,7 +25,6 @@ from pathlib import Path
 from helpers.config import on_databricks, settings, workspace_dir
 
 DEFAULT_MAX_BYTES = 16 * 1024 * 1024  # the payload limit the book quotes for Databricks serving
-SHOWN_VARIABLES = ("COURSE_SERVING_MODEL_URI",)  # what the guarded server's command needs besides its arguments
 _LIVE: set["ModelServer"] = set()
 
 
@@ -51,6 +50,7 @@ class ModelServer:
     """One scoring server process (and its children). Use it in a `with` block or call stop()."""
 
     health_path = "/ping"  # what start() polls until it answers 200
+    shown_variables = ("COURSE_SERVING_MODEL_URI",)  # what display_command shows besides the arguments
 
     def __init__(self, name: str, command: list[str], env: dict[str, str], port: int, log: Path):
         self.name, self.command, self.env, self.port, self.log = name, command, env, port, log
@@ -71,7 +71,7 @@ class ModelServer:
         words = list(self.command)
         if Path(words[0]) == Path(sys.executable):
             words = words[2:] if words[1] == "-m" else words[1:]
-        variables = [f"{name}={shlex.quote(self.env[name])}" for name in SHOWN_VARIABLES if name in self.env]
+        variables = [f"{name}={shlex.quote(self.env[name])}" for name in self.shown_variables if name in self.env]
         return " ".join([*variables, shlex.join(words)])
 
     def start(self, timeout: float = 180) -> "ModelServer":

@@ -51,6 +51,8 @@ def describe_tracking_uri(uri: str) -> str:
 def quiet_mlflow() -> None:
     """Keeps MLflow's and its libraries' routine log lines and known warnings out of notebook outputs."""
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    # With a tracking server, every finished run prints "View run <random name> at <url>": noise, and never the same.
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
     for name, level in _QUIET_LOGGERS.items():
         logging.getLogger(name).setLevel(level)
     for pattern in _QUIET_WARNINGS:
@@ -65,6 +67,14 @@ def use_this_python() -> None:
         os.environ["PATH"] = os.pathsep.join([scripts, os.environ.get("PATH", "")])
 
 
+def create_local_store(uri: str) -> None:
+    """Creates the SQLite store with the Default experiment's artifacts in the workspace. Left to MLflow, they would
+    go to ./mlruns of whichever directory the first client happened to run in (runs of `mlflow run` land there)."""
+    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+    SqlAlchemyStore(uri, artifact_root().as_uri())
+
+
 def setup_mlflow(quiet: bool = False) -> str:
     """Points MLflow at the course's tracking store and returns its URI."""
     import mlflow
@@ -72,6 +82,8 @@ def setup_mlflow(quiet: bool = False) -> str:
     quiet_mlflow()
     use_this_python()
     uri = tracking_uri()
+    if uri == f"sqlite:///{local_store().as_posix()}" and not local_store().exists():
+        create_local_store(uri)
     mlflow.set_tracking_uri(uri)
     if settings().on_databricks:
         mlflow.set_registry_uri("databricks-uc")  # registered models live in Unity Catalog (course_model_name)

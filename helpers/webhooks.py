@@ -112,6 +112,10 @@ class WebhookReceiver:
             raise RuntimeError("The webhook receiver is not started: call start() or use it in a `with` block.")
         return f"http://127.0.0.1:{self._server.server_address[1]}/"
 
+    @property
+    def running(self) -> bool:
+        return self._server is not None
+
     def start(self) -> "WebhookReceiver":
         receiver = self
 
@@ -216,6 +220,8 @@ class TrackingServer(ModelServer):
     `/ping`)."""
 
     health_path = "/health"
+    shown_variables = ("MLFLOW_WEBHOOK_ALLOWED_SCHEMES", "MLFLOW_WEBHOOK_ALLOW_PRIVATE_IPS",
+                       "MLFLOW_SERVER_ENABLE_JOB_EXECUTION")
 
 
 def start_tracking_server(store_dir: Path, port: int | None = None, timeout: float = 180) -> TrackingServer:

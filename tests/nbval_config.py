@@ -28,6 +28,14 @@ def pytest_collectstart(collector):
         collector.skip_compare = (*collector.skip_compare, "stderr")
 
 
+@pytest.hookimpl(tryfirst=True)  # before pytest's own -m filter reads the markers
+def pytest_collection_modifyitems(items):
+    # Every notebook cell starts or uses Spark: `-m "not slow"` keeps the quick unit tests only.
+    for item in items:
+        if type(item).__name__ == "IPyNbCell":
+            item.add_marker(pytest.mark.slow)
+
+
 @pytest.hookimpl(tryfirst=True)
 def pytest_runtest_setup(item):
     # Runs before the notebook's kernel is started (by its collector's setup), so the kernel inherits these.
