@@ -74,9 +74,6 @@ def land_month(spark, raw_file: Path) -> None:
 
     from helpers.features import clean_lines
 
-    if not raw_file.is_file():
-        raise PipelineError(f"there is no file {raw_file}; pass a raw transactions file such as "
-                            "data/online_retail_2024-12.csv.gz.")
     schema = spark.read.table("retail_bronze").drop("source_file").schema
     lines = spark.read.option("header", True).schema(schema).csv(raw_file.resolve().as_uri()) \
         .withColumn("source_file", F.col("_metadata.file_name"))
@@ -175,6 +172,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.version and args.monitor:
         parser.error("--version validates an existing version; --monitor decides whether to train one: pick one.")
+    if args.land and not args.land.is_file():  # before Spark starts: a typo should cost a second, not a minute
+        print(f"course-cd4ml: there is no file {args.land}; pass a raw transactions file such as "
+              "data/online_retail_2024-12.csv.gz.", file=sys.stderr)
+        return 2
 
     from helpers import scoring
     from helpers.gate import split, validate
