@@ -20,7 +20,8 @@ _QUIET_WARNINGS = (
 # Loggers whose routine lines (store migrations, temporary paths, Databricks SDK probing) mean nothing locally.
 _QUIET_LOGGERS = {"alembic": logging.WARNING, "mlflow.store.db.utils": logging.WARNING,
                   "mlflow.store.db": logging.WARNING, "mlflow.tracking.fluent": logging.WARNING,
-                  "mlflow.spark": logging.WARNING, "mlflow.utils.databricks_utils": logging.ERROR}
+                  "mlflow.spark": logging.WARNING, "mlflow.utils.databricks_utils": logging.ERROR,
+                  "mlflow.projects.utils": logging.WARNING}  # its INFO line names a fresh temporary folder per run
 
 
 def local_store() -> Path:
