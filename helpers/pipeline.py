@@ -42,8 +42,9 @@ def train(table: str, data_version: str, reg_param: float, elastic_net_param: fl
     import mlflow
     from mlflow import MlflowClient
 
-    from helpers.tracking import course_experiment
+    from helpers.tracking import course_experiment, quiet_mlflow
 
+    quiet_mlflow()  # MLflow re-applies its own logging set-up from time to time; keep its temp-folder line out
     submitted = mlflow.projects.run(str(PROJECT), entry_point="train", env_manager="local", synchronous=False,
                                     experiment_name=course_experiment(experiment),
                                     parameters={"table": table, "data_version": data_version, "reg_param": reg_param,
