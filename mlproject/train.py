@@ -7,6 +7,7 @@ the model, and registers the model as a new version of --model-name, tagged with
 from __future__ import annotations
 
 import argparse
+import sys
 
 import mlflow
 import mlflow.spark
@@ -61,5 +62,7 @@ with mlflow.start_run() as run:  # inside `mlflow run`, this is the project's ru
                            pip_requirements=[f"mlflow=={mlflow.__version__}", "pyspark", "delta-spark"])
     registered = mlflow.register_model(f"runs:/{run.info.run_id}/model", args.model_name,
                                        tags={"table": args.table, "data_version": str(version)})
+# On stderr, like MLflow's own lines: a notebook that starts the project shows it as a log line, never mixed into its
+# compared output (a child process's stdout reaches a notebook cell whenever it is flushed).
 print(f"train: {args.table} version {version}, held-out RMSE {rmse:.3f}: "
-      f"registered {args.model_name} version {registered.version}")
+      f"registered {args.model_name} version {registered.version}", file=sys.stderr)

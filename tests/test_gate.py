@@ -50,7 +50,7 @@ def train(course, *, via: str, reg_param: float = 0.0) -> str:
                "-P", "table=gate_features", "-P", f"model_name={MODEL}", "-P", f"reg_param={reg_param}"]
     finished = subprocess.run(command, capture_output=True, text=True, timeout=600)  # PATH: setup_mlflow
     assert finished.returncode == 0, finished.stderr[-3000:]
-    assert f"registered {MODEL} version" in finished.stdout
+    assert f"registered {MODEL} version" in finished.stderr
     after = {int(v.version) for v in client.search_model_versions(f"name = '{MODEL}'")}
     (new,) = after - before
     return str(new)
