@@ -24,6 +24,17 @@ _QUIET_LOGGERS = {"alembic": logging.WARNING, "mlflow.store.db.utils": logging.W
                   "mlflow.projects.utils": logging.WARNING}  # its INFO line names a fresh temporary folder per run
 
 
+class _BelowLevel(logging.Filter):
+    """Drops records below a level."""
+
+    def __init__(self, level: int):
+        super().__init__()
+        self.level = level
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno >= self.level
+
+
 def local_store() -> Path:
     return workspace_dir("mlflow") / "mlflow.db"
 
@@ -55,7 +66,12 @@ def quiet_mlflow() -> None:
     # With a tracking server, every finished run prints "View run <random name> at <url>": noise, and never the same.
     os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
     for name, level in _QUIET_LOGGERS.items():
-        logging.getLogger(name).setLevel(level)
+        logger = logging.getLogger(name)
+        logger.setLevel(level)
+        # MLflow re-applies its logging set-up (dictConfig) now and then, which resets child loggers' levels but
+        # keeps their filters: the filter keeps them quiet.
+        if not any(isinstance(f, _BelowLevel) for f in logger.filters):
+            logger.addFilter(_BelowLevel(level))
     for pattern in _QUIET_WARNINGS:
         warnings.filterwarnings("ignore", message=pattern)
 
