@@ -41,16 +41,21 @@ def train(table: str, data_version: str, reg_param: float, elastic_net_param: fl
     """Runs the MLflow Project's train entry point in this environment; returns the version it registered."""
     import mlflow
     from mlflow import MlflowClient
+    from mlflow.exceptions import ExecutionException
 
     from helpers.tracking import course_experiment, quiet_mlflow
 
-    quiet_mlflow()  # MLflow re-applies its own logging set-up from time to time; keep its temp-folder line out
-    submitted = mlflow.projects.run(str(PROJECT), entry_point="train", env_manager="local", synchronous=False,
-                                    experiment_name=course_experiment(experiment),
-                                    parameters={"table": table, "data_version": data_version, "reg_param": reg_param,
-                                                "elastic_net_param": elastic_net_param, "model_name": model_name})
-    if not submitted.wait():
-        raise PipelineError(f"the training run {submitted.run_id} failed; its output is above.")
+    quiet_mlflow()
+    # Synchronous: the entry point runs as a child of this process, under its logging set-up. (Asynchronous runs
+    # go through a second `mlflow run` process, whose INFO lines name a fresh temporary folder every time.)
+    try:
+        submitted = mlflow.projects.run(str(PROJECT), entry_point="train", env_manager="local", synchronous=True,
+                                        experiment_name=course_experiment(experiment),
+                                        parameters={"table": table, "data_version": data_version,
+                                                    "reg_param": reg_param, "elastic_net_param": elastic_net_param,
+                                                    "model_name": model_name})
+    except ExecutionException as error:
+        raise PipelineError(f"the training project failed ({error}); its output is above.") from None
     versions = MlflowClient().search_model_versions(f"run_id = '{submitted.run_id}'")
     if not versions:
         raise PipelineError(f"the training run {submitted.run_id} registered no version of {model_name}.")

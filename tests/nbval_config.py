@@ -11,8 +11,10 @@ import tempfile
 import pytest
 
 # The variables the kernels must see as the test run began: unit tests and libraries may change them in this
-# process (mlflow.set_tracking_uri sets MLFLOW_TRACKING_URI, for one), and a kernel inherits what it finds.
-KERNEL_VARIABLES = ("COURSE_WORKSPACE", "MLFLOW_TRACKING_URI", "COURSE_SPARK_MASTER", "DATABRICKS_RUNTIME_VERSION")
+# process (mlflow.set_tracking_uri sets MLFLOW_TRACKING_URI, mlflow.set_experiment sets MLFLOW_EXPERIMENT_ID), and a
+# kernel inherits what it finds: `mlflow run --experiment-name` in notebook 07 refuses a leaked MLFLOW_EXPERIMENT_ID.
+KERNEL_VARIABLES = ("COURSE_WORKSPACE", "MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME",
+                    "COURSE_SPARK_MASTER", "DATABRICKS_RUNTIME_VERSION")
 _kernel_environment: dict[str, str | None] = {}
 
 
