@@ -3,6 +3,7 @@
 
     python3 course.py run     # install if needed, then run every notebook in order (prints a summary table)
     python3 course.py test    # install if needed, then run the whole test suite (unit tests + nbval)
+    python3 course.py cluster # the course on PostgreSQL + mlflow server (basic-auth) + a Spark standalone cluster
     python3 course.py lab     # JupyterLab on the course environment, opened in notebooks/
     python3 course.py ui      # the MLflow UI on the course's tracking store
     python3 course.py clean   # delete the course workspace (resets the course)
@@ -63,6 +64,7 @@ def main(argv: list[str]) -> int:
     commands = {
         "run": ["-m", "helpers.runner"],
         "test": ["-m", "pytest"],
+        "cluster": ["-m", "helpers.deployment"],
         "lab": ["-m", "jupyterlab", f"--notebook-dir={ROOT / 'notebooks'}"],
         "ui": ["-m", "helpers.cli", "ui"],
         "clean": ["-m", "helpers.cli", "clean"],

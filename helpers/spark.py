@@ -4,6 +4,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -155,6 +156,18 @@ def drop_tables(spark, *names: str) -> None:
             shutil.rmtree(workspace_dir("warehouse") / name, ignore_errors=True)
 
 
+def check_master(master: str, timeout: float = 5) -> None:
+    """A standalone master that does not answer fails here in seconds, instead of Spark retrying for a minute."""
+    if not master.startswith("spark://"):
+        return
+    host, _, port = master[len("spark://"):].split(",")[0].rpartition(":")
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout).close()
+    except (OSError, ValueError):
+        raise SparkStartError(f"Nothing answers at the Spark master {master}: start the cluster (for example "
+                              "`python3 course.py cluster --up`) or fix COURSE_SPARK_MASTER.") from None
+
+
 def start_spark(quiet: bool = False):
     """The course's SparkSession: Delta Lake configured, Python workers on this interpreter, JVM logs in a file.
 
@@ -169,6 +182,7 @@ def start_spark(quiet: bool = False):
     if active is not None:
         return active
 
+    check_master(config.spark_master)
     os.environ["PYSPARK_PYTHON"] = sys.executable  # UDF workers must see the course's packages
     os.environ["PYSPARK_DRIVER_PYTHON"] = sys.executable
     logs = workspace_dir("logs")

@@ -101,6 +101,8 @@ def setup_mlflow(quiet: bool = False) -> str:
     uri = tracking_uri()
     if uri == f"sqlite:///{local_store().as_posix()}" and not local_store().exists():
         create_local_store(uri)
+    if uri.startswith(("http://", "https://")):
+        check_tracking_server(uri)
     mlflow.set_tracking_uri(uri)
     if settings().on_databricks:
         mlflow.set_registry_uri("databricks-uc")  # registered models live in Unity Catalog (course_model_name)
@@ -110,6 +112,28 @@ def setup_mlflow(quiet: bool = False) -> str:
     if not quiet:
         print(f"MLflow {mlflow.__version__}, tracking URI {describe_tracking_uri(uri)}")
     return uri
+
+
+class TrackingServerError(RuntimeError):
+    """The tracking server in MLFLOW_TRACKING_URI does not answer or refuses the configured user."""
+
+
+def check_tracking_server(uri: str, timeout: float = 10) -> None:
+    """One clear sentence now, instead of MLflow retrying a dead server for minutes in the first cell that logs."""
+    import requests
+
+    user = os.environ.get("MLFLOW_TRACKING_USERNAME")
+    auth = (user, os.environ.get("MLFLOW_TRACKING_PASSWORD", "")) if user else None
+    try:
+        reply = requests.get(f"{uri.rstrip('/')}/api/2.0/mlflow/experiments/search", params={"max_results": 1},
+                             auth=auth, timeout=timeout)
+    except requests.RequestException:
+        raise TrackingServerError(f"The MLflow tracking server at {uri} does not answer: start it, or fix or unset "
+                                  "MLFLOW_TRACKING_URI (unset, the course uses its own SQLite store).") from None
+    if reply.status_code in (401, 403):
+        raise TrackingServerError(f"The MLflow tracking server at {uri} refused "
+                                  f"{'user ' + repr(user) if user else 'anonymous requests'} ({reply.status_code}): "
+                                  "set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD to your account.")
 
 
 def databricks_user() -> str:

@@ -1,0 +1,144 @@
+"""The shared deployment's pieces, for real: PostgreSQL from the machine, `mlflow server --app-name basic-auth` on it,
+and the one-sentence errors for a bad master URL, a dead tracking server and a database that refuses us."""
+from __future__ import annotations
+
+import pytest
+import requests
+
+from helpers.deployment import Credentials, DeploymentError, Postgres, check_database, start_mlflow_server
+from helpers.serving import free_port
+
+API = "/api/2.0/mlflow"
+TEST_DATABASE = "course_mlflow_test"  # never the cluster command's own database, which may be in use
+
+
+def test_an_unreachable_master_is_one_sentence():
+    from helpers.spark import SparkStartError, check_master
+
+    master = f"spark://127.0.0.1:{free_port()}"
+    with pytest.raises(SparkStartError, match=r"^Nothing answers at the Spark master spark://127\.0\.0\.1:\d+: start "):
+        check_master(master)
+
+
+def test_an_unreachable_tracking_server_is_one_sentence(workspace, monkeypatch):
+    from helpers.tracking import TrackingServerError, setup_mlflow
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{free_port()}")
+    with pytest.raises(TrackingServerError, match="does not answer: start it, or fix or unset MLFLOW_TRACKING_URI"):
+        setup_mlflow(quiet=True)
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    """PostgreSQL (started if it was down) with fresh test databases, and an auth-enabled server for alice and bob."""
+    postgres = Postgres.start()
+    credentials = Credentials.from_environment(["alice", "bob"])
+    database, auth_database = postgres.fresh_databases(TEST_DATABASE, credentials.postgres)
+    tracking = start_mlflow_server(database, auth_database, tmp_path_factory.mktemp("server"), credentials)
+    yield tracking, credentials, database
+    tracking.stop()
+    postgres.stop()
+
+
+def call(server, path: str, user: str | None, body: dict | None = None, method: str = "POST") -> requests.Response:
+    tracking, credentials, _ = server
+    auth = (user, credentials.learners[user]) if user else None
+    if method == "GET":
+        return requests.get(tracking.url + API + path, params=body, auth=auth, timeout=30)
+    return requests.request(method, tracking.url + API + path, json=body, auth=auth, timeout=30)
+
+
+@pytest.fixture(scope="module")
+def alices_model(server):
+    """alice's registered model with one version (from a run of hers), @champion on it and stage Staging."""
+    experiment = call(server, "/experiments/create", "alice", {"name": "alice_experiment"}).json()["experiment_id"]
+    run = call(server, "/runs/create", "alice", {"experiment_id": experiment}).json()["run"]["info"]["run_id"]
+    for path, body in (("/registered-models/create", {"name": "alice_model"}),
+                       ("/model-versions/create", {"name": "alice_model", "source": f"runs:/{run}/model",
+                                                   "run_id": run}),
+                       ("/registered-models/alias", {"name": "alice_model", "alias": "champion", "version": "1"}),
+                       ("/model-versions/transition-stage", {"name": "alice_model", "version": "1",
+                                                             "stage": "Staging", "archive_existing_versions": False})):
+        reply = call(server, path, "alice", body)
+        assert reply.status_code == 200, reply.text
+    return "alice_model"
+
+
+def alices_state(server) -> tuple:
+    model = call(server, "/registered-models/get", "alice", {"name": "alice_model"}, "GET").json()["registered_model"]
+    version = call(server, "/model-versions/get", "alice", {"name": "alice_model", "version": "1"}, "GET").json()
+    return ([(a["alias"], a["version"]) for a in model.get("aliases", [])],
+            version["model_version"]["current_stage"], version["model_version"].get("description", ""))
+
+
+def test_another_learner_can_read_but_not_change_a_model(server, alices_model):
+    before = alices_state(server)
+    assert before == ([("champion", "1")], "Staging", "")
+    assert call(server, "/registered-models/get", "bob", {"name": alices_model}, "GET").status_code == 200
+    refused = {
+        "delete": call(server, "/registered-models/delete", "bob", {"name": alices_model}, method="DELETE"),
+        "re-alias": call(server, "/registered-models/alias", "bob",
+                         {"name": alices_model, "alias": "champion", "version": "2"}),
+        "drop alias": call(server, "/registered-models/alias", "bob",
+                           {"name": alices_model, "alias": "champion"}, method="DELETE"),
+        "transition": call(server, "/model-versions/transition-stage", "bob",
+                           {"name": alices_model, "version": "1", "stage": "Production",
+                            "archive_existing_versions": True}),
+        "edit": call(server, "/model-versions/update", "bob",
+                     {"name": alices_model, "version": "1", "description": "bob was here"}, method="PATCH"),
+        "delete version": call(server, "/model-versions/delete", "bob", {"name": alices_model, "version": "1"},
+                               method="DELETE"),
+    }
+    assert {what: reply.status_code for what, reply in refused.items()} == dict.fromkeys(refused, 403)
+    assert all("Permission denied" in reply.text for reply in refused.values())
+    assert alices_state(server) == before  # nothing the refused calls asked for happened
+
+
+def test_anonymous_requests_are_refused_and_change_nothing(server, alices_model):
+    before = alices_state(server)
+    assert call(server, "/registered-models/get", None, {"name": alices_model}, "GET").status_code == 401
+    assert call(server, "/registered-models/delete", None, {"name": alices_model}, method="DELETE").status_code == 401
+    assert call(server, "/registered-models/create", None, {"name": "nobodys_model"}).status_code == 401
+    assert call(server, "/registered-models/get", "alice", {"name": "nobodys_model"}, "GET").status_code == 404
+    assert alices_state(server) == before
+
+
+def test_each_learner_owns_what_they_create(server, alices_model):
+    assert call(server, "/registered-models/create", "bob", {"name": "bob_model"}).status_code == 200
+    assert call(server, "/registered-models/delete", "alice", {"name": "bob_model"}, method="DELETE").status_code == 403
+    assert call(server, "/registered-models/delete", "bob", {"name": "bob_model"}, method="DELETE").status_code == 200
+
+
+def test_the_client_side_check_names_a_refused_user(server, workspace, monkeypatch):
+    from helpers.tracking import TrackingServerError, setup_mlflow
+
+    tracking, credentials, _ = server
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", tracking.url)
+    monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "alice")
+    monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", "not alice's password")
+    with pytest.raises(TrackingServerError, match="refused user 'alice' \\(401\\): set MLFLOW_TRACKING_USERNAME"):
+        setup_mlflow(quiet=True)
+    monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", credentials.learners["alice"])
+    assert setup_mlflow(quiet=True) == tracking.url
+
+
+def test_a_database_that_refuses_us_is_one_sentence(server):
+    _, credentials, database = server
+    with pytest.raises(DeploymentError, match="password authentication failed.*: check the user, password and "
+                                              "database in COURSE_POSTGRES_URI"):
+        check_database(database.replace(credentials.postgres, "wrong-password"))
+    with pytest.raises(DeploymentError, match='database "no_such_database" does not exist'):
+        check_database(database.rsplit("/", 1)[0] + "/no_such_database")
+    check_database(database)  # the right ones pass
+
+
+def test_stopping_the_server_leaves_no_process(server):
+    import psutil
+
+    tracking = server[0]
+    pids = tracking.process_ids()
+    assert pids and tracking.running
+    tracking.stop()
+    assert not any(psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE for pid in pids)
+    with pytest.raises(requests.ConnectionError):
+        requests.get(tracking.url + "/health", timeout=5)
