@@ -123,3 +123,24 @@ def test_maven_path_downloads_the_delta_jars_and_spark_uses_them(tmp_path):
     assert result.returncode == 0, result.stdout + result.stderr[-3000:]
     assert "Delta jars from Maven" in result.stdout and "rows 4" in result.stdout
     assert list((workspace / "jars" / "delta").glob("delta-spark_*.jar"))
+
+
+@pytest.mark.slow
+def test_the_courses_split_does_not_depend_on_partitions_but_a_seeded_random_split_does(spark):
+    """On a cluster the same data arrives in other partitions. The course's held-out set (a hash of the customer id,
+    as notebooks 01-07 and helpers.gate.split choose it) must not move; randomSplit with a seed moves, which is why
+    the course does not use it."""
+    from pyspark.sql import functions as F
+
+    from helpers.gate import split
+
+    customers = spark.range(2000).select(F.col("id").cast("int").alias("CustomerID"),
+                                         (F.col("id") % 97).alias("value"))
+
+    def ids(frame) -> set[int]:
+        return {row.CustomerID for row in frame.select("CustomerID").collect()}
+
+    held_out = [ids(split(customers.repartition(n, "value"))[1]) for n in (1, 3, 8)]
+    assert held_out[0] == held_out[1] == held_out[2] and 150 < len(held_out[0]) < 250
+    seeded = [ids(customers.repartition(n, "value").randomSplit([0.9, 0.1], seed=42)[1]) for n in (1, 3, 8)]
+    assert len({frozenset(s) for s in seeded}) > 1

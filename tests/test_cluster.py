@@ -1,0 +1,50 @@
+"""The course on the loopback deployment (`python3 course.py cluster`): notebooks 00 and 01 under nbval against a Spark
+standalone master with two workers and the PostgreSQL-backed, auth-enabled `mlflow server`, compared with the outputs
+committed from a local run. Then nothing the deployment started may be left running."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import urllib.request
+
+import psutil
+import pytest
+import requests
+
+from helpers.config import REPO_ROOT
+from helpers.deployment import bring_up
+
+NOTEBOOKS = ("notebooks/00_setup_and_data.ipynb", "notebooks/01_experiment_tracking.ipynb")
+
+
+@pytest.mark.slow
+def test_notebooks_00_and_01_give_their_committed_outputs_on_the_cluster_and_nothing_is_left_running(tmp_path):
+    deployment = bring_up(["learner"], root=tmp_path / "deployment")
+    try:
+        master_ui = deployment.services[1].url
+        env = {name: value for name, value in os.environ.items()
+               if not name.startswith(("MLFLOW_", "COURSE_", "PYSPARK_"))}
+        env.update(deployment.environment("learner"))
+        result = subprocess.run([sys.executable, "-m", "pytest", *NOTEBOOKS, "-q", "-p", "no:cacheprovider"],
+                                cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=2400)
+        with urllib.request.urlopen(f"{master_ui}/json/", timeout=10) as reply:
+            applications = json.load(reply)["completedapps"]
+        learner = (deployment.environment("learner")["MLFLOW_TRACKING_USERNAME"],
+                   deployment.environment("learner")["MLFLOW_TRACKING_PASSWORD"])
+        experiments = requests.get(f"{deployment.tracking_uri}/api/2.0/mlflow/experiments/search",
+                                   params={"max_results": 50}, auth=learner, timeout=30).json()["experiments"]
+        anonymous = requests.get(f"{deployment.tracking_uri}/api/2.0/mlflow/experiments/search",
+                                 params={"max_results": 1}, timeout=30).status_code
+        pids = deployment.process_ids()
+    finally:
+        deployment.stop()
+
+    assert result.returncode == 0, result.stdout[-4000:]
+    assert len(applications) >= len(NOTEBOOKS)  # each notebook's Spark ran on the standalone cluster
+    assert {a["cores"] for a in applications} == {2}  # two one-core workers
+    assert "linregexp" in {e["name"] for e in experiments}  # 01's runs went to the PostgreSQL-backed server
+    assert anonymous == 401
+    assert pids and not [pid for pid in pids if psutil.pid_exists(pid)
+                         and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE]
