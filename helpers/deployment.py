@@ -321,7 +321,8 @@ def bring_up(learners: list[str], root: Path = DEPLOYMENT_ROOT) -> Deployment:
     from helpers.java import prepare_java
 
     services_dir = root / "services"
-    shutil.rmtree(services_dir, ignore_errors=True)  # a fresh store each bring-up: the course's outputs start empty
+    for folder in (services_dir, root / "course"):  # a fresh store each bring-up, so fresh course workspaces too
+        shutil.rmtree(folder, ignore_errors=True)
     services_dir.mkdir(parents=True)
     credentials = Credentials.from_environment(learners)
     postgres, services = None, []
@@ -383,7 +384,7 @@ def main(argv: list[str] | None = None) -> int:
                       f"(COURSE_PASSWORD_{args.learner.upper()} chooses it)")
                 while True:
                     time.sleep(3600)
-            runner = [sys.executable, "-m", "helpers.runner", *(runner_args or ["--fresh"])]
+            runner = [sys.executable, "-m", "helpers.runner", *runner_args]
             return subprocess.run(runner, env=env, cwd=REPO_ROOT).returncode
         except KeyboardInterrupt:
             print("\nInterrupted: tearing the deployment down.", file=sys.stderr)
