@@ -34,6 +34,7 @@ from urllib.parse import quote
 
 from helpers.config import REPO_ROOT
 from helpers.serving import ModelServer, free_port
+from helpers.webhooks import TrackingServer, start_tracking_server
 
 DEPLOYMENT_ROOT = REPO_ROOT / "cluster-workspace"  # services/ (logs, artifacts, Spark work) and course/ (workspace)
 DATABASE = "course_mlflow"  # its user has the same name; the auth store is DATABASE + "_auth"
@@ -161,13 +162,8 @@ def check_database(uri: str) -> None:
 
 # --- the MLflow tracking server --------------------------------------------------------------------------------------
 
-class AuthTrackingServer(ModelServer):
-    health_path = "/health"
-    shown_variables = ("MLFLOW_AUTH_CONFIG_PATH",)
-
-
-def start_mlflow_server(database_uri: str, auth_database_uri: str, folder: Path, credentials: Credentials,
-                        port: int | None = None) -> AuthTrackingServer:
+def start_mlflow_server(database_uri: str, auth_database_uri: str, folder: Path,
+                        credentials: Credentials) -> TrackingServer:
     """`mlflow server` on PostgreSQL with basic-auth and proxied artifacts, plus one user per learner."""
     folder.mkdir(parents=True, exist_ok=True)
     config = folder / "basic_auth.ini"
@@ -177,21 +173,10 @@ def start_mlflow_server(database_uri: str, auth_database_uri: str, folder: Path,
                       f"admin_username = {ADMIN}\n"
                       "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n")
     config.chmod(0o600)  # it holds the database password
-    port = port or free_port()
-    command = [sys.executable, "-m", "mlflow", "server", "--app-name", "basic-auth",
-               "--backend-store-uri", database_uri, "--serve-artifacts",
-               "--artifacts-destination", (folder / "artifacts").as_uri(),
-               "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
-    env = {**os.environ, "MLFLOW_AUTH_CONFIG_PATH": str(config), "MLFLOW_AUTH_ADMIN_PASSWORD": credentials.admin,
-           "MLFLOW_FLASK_SERVER_SECRET_KEY": credentials.flask_secret,
-           # notebook 07's webhooks go to a receiver on 127.0.0.1; no GenAI job runner (extra processes on 2 cores)
-           "MLFLOW_WEBHOOK_ALLOWED_SCHEMES": "http,https", "MLFLOW_WEBHOOK_ALLOW_PRIVATE_IPS": "true",
-           "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
-           "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])}
-    for name in ("MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"):
-        env.pop(name, None)
-    server = AuthTrackingServer("mlflow tracking (basic-auth)", command, env, port, folder / "mlflow-server.log")
-    server.start(timeout=240)
+    server = start_tracking_server(
+        folder, timeout=240, backend_store_uri=database_uri, options=("--app-name", "basic-auth", "--serve-artifacts"),
+        env={"MLFLOW_AUTH_CONFIG_PATH": str(config), "MLFLOW_AUTH_ADMIN_PASSWORD": credentials.admin,
+             "MLFLOW_FLASK_SERVER_SECRET_KEY": credentials.flask_secret})
     try:
         for name, password in credentials.learners.items():
             create_user(server.url, (ADMIN, credentials.admin), name, password)
@@ -201,22 +186,14 @@ def start_mlflow_server(database_uri: str, auth_database_uri: str, folder: Path,
     return server
 
 
-def _request(url: str, auth: tuple[str, str] | None = None, body: dict | None = None,
-             method: str = "GET") -> tuple[int, dict]:
+def create_user(server_url: str, admin: tuple[str, str], username: str, password: str) -> None:
     import requests
 
-    reply = requests.request(method, url, auth=auth, json=body, timeout=30)
-    try:
-        return reply.status_code, reply.json()
-    except ValueError:
-        return reply.status_code, {"text": reply.text}
-
-
-def create_user(server_url: str, admin: tuple[str, str], username: str, password: str) -> None:
-    status, reply = _request(f"{server_url}/api/2.0/mlflow/users/create", admin,
-                             {"username": username, "password": password}, "POST")
-    if status != 200:
-        raise DeploymentError(f"The tracking server refused to create the user {username!r} ({status}: {reply}).")
+    reply = requests.post(f"{server_url}/api/2.0/mlflow/users/create", auth=admin, timeout=30,
+                          json={"username": username, "password": password})
+    if reply.status_code != 200:
+        raise DeploymentError(f"The tracking server refused to create the user {username!r} "
+                              f"({reply.status_code}: {reply.text[:300]}).")
 
 
 # --- Spark standalone ------------------------------------------------------------------------------------------------
