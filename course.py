@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""The course's one task script. Needs only Python 3.10+; it creates .venv/ and installs the course on first use.
+"""The course's one task script. Needs only Python 3.11+ (what the pinned numpy, scikit-learn and ipykernel need);
+it creates .venv/ and installs the course on first use.
 
     python3 course.py run     # install if needed, then run every notebook in order (prints a summary table)
     python3 course.py test    # install if needed, then run the whole test suite (unit tests + nbval)
@@ -59,8 +60,8 @@ def ensure_installed(python: Path) -> None:
 
 
 def main(argv: list[str]) -> int:
-    if sys.version_info < (3, 10):
-        fail(f"the course needs Python 3.10 or newer; this is {sys.version.split()[0]}.")
+    if sys.version_info < (3, 11):
+        fail(f"the course needs Python 3.11 or newer (its pinned packages do); this is {sys.version.split()[0]}.")
     commands = {
         "run": ["-m", "helpers.runner"],
         "test": ["-m", "pytest"],
