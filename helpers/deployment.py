@@ -72,6 +72,10 @@ def _as_postgres_user(command: list[str]) -> list[str]:
     return ["sudo", "-n", "-u", "postgres", *command]
 
 
+def _as_root(command: list[str]) -> list[str]:
+    return command if os.geteuid() == 0 else ["sudo", "-n", *command]
+
+
 def _run(command: list[str], what: str, timeout: float = 300) -> str:
     try:
         finished = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
@@ -119,8 +123,7 @@ class Postgres:
         version, name, port, status = clusters[0][:4]
         server = cls(version, name, int(port))
         if status != "online":
-            command = ["pg_ctlcluster", version, name, "start"]
-            _run(command if os.geteuid() == 0 else ["sudo", "-n", *command], "Starting PostgreSQL")
+            _run(_as_root(["pg_ctlcluster", version, name, "start"]), "Starting PostgreSQL")
             server.started_here = True
         return server
 
@@ -142,8 +145,7 @@ class Postgres:
 
     def stop(self) -> None:
         if self.started_here:
-            command = ["pg_ctlcluster", self.version, self.name, "stop"]
-            subprocess.run(command if os.geteuid() == 0 else ["sudo", "-n", *command], capture_output=True)
+            subprocess.run(_as_root(["pg_ctlcluster", self.version, self.name, "stop"]), capture_output=True)
 
 
 def check_database(uri: str) -> None:

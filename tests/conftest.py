@@ -22,7 +22,7 @@ def workspace(tmp_path, monkeypatch):
 @pytest.fixture(scope="module")
 def spark(tmp_path_factory):
     """A real Spark session with Delta, in a workspace of its own (and MLflow's store there), for one test module."""
-    saved = {name: os.environ.get(name) for name in ("COURSE_WORKSPACE", "MLFLOW_TRACKING_URI")}
+    saved = {name: os.environ.get(name) for name in ("COURSE_WORKSPACE", "MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT_ID")}
     os.environ["COURSE_WORKSPACE"] = str(tmp_path_factory.mktemp("spark-workspace"))
     os.environ.pop("MLFLOW_TRACKING_URI", None)
     from helpers import start_spark

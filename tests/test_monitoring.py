@@ -112,6 +112,16 @@ def pipeline(*arguments: str) -> subprocess.CompletedProcess:
                            capture_output=True, text=True, timeout=900)
 
 
+def pipeline_here(capsys, *arguments: str) -> tuple[int, str, str]:
+    """`course-cd4ml` in this process, on the test's Spark session: the same code path without a minute of JVM
+    start-up (the drifted month below runs it as a real process)."""
+    from helpers.pipeline import main
+
+    code = main(["--model-name", MODEL, "--no-score", *arguments])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
 def monitoring_runs() -> pd.DataFrame:
     from helpers.pipeline import MONITORING_EXPERIMENT
 
@@ -135,11 +145,11 @@ def test_the_training_window_of_november_is_the_year_notebook_00_builds_its_tabl
 
 
 @slow
-def test_an_ordinary_month_is_monitored_and_triggers_no_retraining(course):
+def test_an_ordinary_month_is_monitored_and_triggers_no_retraining(course, capsys):
     before = versions()
-    finished = pipeline("--monitor", "2024-11")
-    assert finished.returncode == 0, finished.stderr[-3000:]
-    assert "no threshold crossed in 2024-11: no retraining" in finished.stdout
+    code, out, err = pipeline_here(capsys, "--monitor", "2024-11")
+    assert code == 0, err[-3000:]
+    assert "no threshold crossed in 2024-11: no retraining" in out
     assert versions() == before  # nothing was trained
     run = monitoring_runs().iloc[-1]
     assert run["tags.retrain"] == "false" and run["params.month"] == "2024-11"
@@ -183,9 +193,9 @@ def test_landing_a_month_twice_keeps_one_copy(course):
 
 
 @slow
-def test_the_pipeline_says_when_a_month_has_no_data_or_no_recorded_training_data(course):
-    empty = pipeline("--monitor", "2025-06")
-    assert empty.returncode == 2 and "nobody bought anything in 2025-06" in empty.stderr
+def test_the_pipeline_says_when_a_month_has_no_data_or_no_recorded_training_data(course, capsys):
+    code, _, err = pipeline_here(capsys, "--monitor", "2025-06")
+    assert code == 2 and "nobody bought anything in 2025-06" in err
     missing = pipeline("--land", "no/such/file.csv.gz", "--monitor", "2024-12")
     assert missing.returncode == 2 and "there is no file no/such/file.csv.gz" in missing.stderr
     both = pipeline("--version", "1", "--monitor", "2024-12")
