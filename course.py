@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import signal
 import subprocess
 import sys
 import venv
@@ -76,7 +77,12 @@ def main(argv: list[str]) -> int:
         return 0 if argv and argv[0] in ("-h", "--help") else 2
     python = environment_python()
     ensure_installed(python)
-    return subprocess.run([str(python), *commands[argv[0]], *argv[1:]], cwd=ROOT).returncode
+    child = subprocess.Popen([str(python), *commands[argv[0]], *argv[1:]], cwd=ROOT)
+    while True:
+        try:
+            return child.wait()
+        except KeyboardInterrupt:  # let the command clean up (`cluster` tears its deployment down), never kill it
+            child.send_signal(signal.SIGINT)
 
 
 if __name__ == "__main__":

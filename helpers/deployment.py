@@ -280,6 +280,7 @@ class Deployment:
         return [pid for service in self.services for pid in service.process_ids()]
 
     def stop(self) -> None:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the tear-down short
         for service in reversed(self.services):  # workers, master, then the tracking server
             try:
                 service.stop()
