@@ -126,8 +126,12 @@ def monitor(spark, model_name: str, month: dt.date, thresholds: MonitoringThresh
     report = assess(reference.select(columns).toPandas(), current.select(columns).toPandas(), columns,
                     evaluator.evaluate(model.transform(current)),
                     evaluator.evaluate(model.transform(split(reference)[1])), thresholds)
-    mlflow.set_experiment(course_experiment(MONITORING_EXPERIMENT))
-    with mlflow.start_run(run_name=f"monitoring-{month:%Y-%m}"):
+    # Into the monitoring experiment without mlflow.set_experiment, which would change the caller's active experiment
+    # (and MLFLOW_EXPERIMENT_ID, which every later process inherits).
+    name = course_experiment(MONITORING_EXPERIMENT)
+    experiment = mlflow.get_experiment_by_name(name)
+    experiment_id = experiment.experiment_id if experiment else mlflow.create_experiment(name)
+    with mlflow.start_run(experiment_id=experiment_id, run_name=f"monitoring-{month:%Y-%m}"):
         mlflow.log_params({"month": f"{month:%Y-%m}", "model_version": champion.version, "reference_table": table,
                            "reference_version": version, "max_psi": thresholds.max_psi,
                            "max_rmse_increase": thresholds.max_rmse_increase})
@@ -150,6 +154,7 @@ def refresh_training_table(spark, table: str, month: dt.date) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     from helpers.gate import Thresholds
+    from helpers.tracking import course_model_name
 
     defaults = Thresholds()
     parser = argparse.ArgumentParser(prog="course-cd4ml", description=__doc__.splitlines()[0])
@@ -157,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data-version", default="latest", help="the table's Delta version to train on")
     parser.add_argument("--reg-param", type=float, default=0.0)
     parser.add_argument("--elastic-net-param", type=float, default=0.0)
-    parser.add_argument("--model-name", default="retail_age_model")
+    parser.add_argument("--model-name", default=course_model_name("retail_age_model"))
     parser.add_argument("--max-rmse", type=float, default=defaults.max_rmse, help="the gate's absolute RMSE limit")
     parser.add_argument("--max-worse", type=float, default=defaults.max_worse_than_champion,
                         help="how much worse than the champion's RMSE the new version may be (0.02 = 2%%)")

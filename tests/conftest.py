@@ -22,9 +22,11 @@ def workspace(tmp_path, monkeypatch):
 @pytest.fixture(scope="module")
 def spark(tmp_path_factory):
     """A real Spark session with Delta, in a workspace of its own (and MLflow's store there), for one test module."""
-    saved = {name: os.environ.get(name) for name in ("COURSE_WORKSPACE", "MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT_ID")}
+    saved = {name: os.environ.get(name) for name in ("COURSE_WORKSPACE", "MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT_ID",
+                                                     "MLFLOW_EXPERIMENT_NAME")}
     os.environ["COURSE_WORKSPACE"] = str(tmp_path_factory.mktemp("spark-workspace"))
-    os.environ.pop("MLFLOW_TRACKING_URI", None)
+    for name in saved.keys() - {"COURSE_WORKSPACE"}:  # another module's experiment does not exist in this new store
+        os.environ.pop(name, None)
     from helpers import start_spark
 
     session = start_spark(quiet=True)

@@ -4,6 +4,7 @@ twelve months to December when December arrives.
 """
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -147,8 +148,11 @@ def test_the_training_window_of_november_is_the_year_notebook_00_builds_its_tabl
 @slow
 def test_an_ordinary_month_is_monitored_and_triggers_no_retraining(course, capsys):
     before = versions()
+    experiment_variable = os.environ.get("MLFLOW_EXPERIMENT_ID")
     code, out, err = pipeline_here(capsys, "--monitor", "2024-11")
     assert code == 0, err[-3000:]
+    # The caller's active experiment is untouched (a leaked MLFLOW_EXPERIMENT_ID broke later tests and `mlflow run`).
+    assert os.environ.get("MLFLOW_EXPERIMENT_ID") == experiment_variable
     assert "no threshold crossed in 2024-11: no retraining" in out
     assert versions() == before  # nothing was trained
     run = monitoring_runs().iloc[-1]
