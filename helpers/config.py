@@ -9,6 +9,7 @@
 | JAVA_HOME | found on the machine | the JDK Spark runs on (17 or 21; see helpers.java) |
 | DATABRICKS_RUNTIME_VERSION | unset | set by Databricks clusters: the helpers then use the cluster's Spark and MLflow |
 | COURSE_UC_SCHEMA | `main.default` | on Databricks, the Unity Catalog `catalog.schema` that holds the course's models |
+| COURSE_NAME_PREFIX | empty | goes before the course's experiment and model names, so learners who share one tracking server keep theirs apart (`alice_`) |
 """
 from __future__ import annotations
 
@@ -30,6 +31,7 @@ class Settings:
     java_home: str | None
     databricks_runtime: str | None
     uc_schema: str = "main.default"
+    name_prefix: str = ""
 
     @property
     def on_databricks(self) -> bool:
@@ -52,6 +54,7 @@ def settings() -> Settings:
         java_home=env.get("JAVA_HOME", "").strip() or None,
         databricks_runtime=env.get("DATABRICKS_RUNTIME_VERSION", "").strip() or None,
         uc_schema=env.get("COURSE_UC_SCHEMA", "").strip() or "main.default",
+        name_prefix=env.get("COURSE_NAME_PREFIX", "").strip(),
     )
 
 

@@ -224,9 +224,13 @@ def start_spark_cluster(folder: Path, java_home: Path) -> tuple[str, list[SparkD
     spark_class = str(spark_home() / "bin" / "spark-class")
     env = _spark_environment(java_home)
     port, ui_port = free_port(), free_port()
+    # One core per application unless it asks for more: otherwise the first application (a notebook's kernel) takes
+    # every core for its whole life and the next one (the training project notebook 07 starts, another learner's
+    # kernel) waits forever for an executor.
+    master_env = {**env, "SPARK_MASTER_OPTS": "-Dspark.deploy.defaultCores=1"}
     master = SparkDaemon("spark master", [spark_class, "org.apache.spark.deploy.master.Master", "--host", "127.0.0.1",
                                           "--port", str(port), "--webui-port", str(ui_port)],
-                         env, ui_port, folder / "spark-master.log").start(timeout=180)
+                         master_env, ui_port, folder / "spark-master.log").start(timeout=180)
     master_url = f"spark://127.0.0.1:{port}"
     daemons = [master]
     try:
@@ -272,9 +276,15 @@ class Deployment:
     postgres: Postgres | None
 
     def environment(self, learner: str) -> dict[str, str]:
-        return {"COURSE_SPARK_MASTER": self.master_url, "MLFLOW_TRACKING_URI": self.tracking_uri,
-                "MLFLOW_TRACKING_USERNAME": learner, "MLFLOW_TRACKING_PASSWORD": self.credentials.learners[learner],
-                "SPARK_LOCAL_IP": "127.0.0.1", "COURSE_WORKSPACE": str(self.root / "course" / learner)}
+        env = {"COURSE_SPARK_MASTER": self.master_url, "MLFLOW_TRACKING_URI": self.tracking_uri,
+               "MLFLOW_TRACKING_USERNAME": learner, "MLFLOW_TRACKING_PASSWORD": self.credentials.learners[learner],
+               "SPARK_LOCAL_IP": "127.0.0.1", "COURSE_WORKSPACE": str(self.root / "course" / learner),
+               # MLflow's basic-auth lets only admins manage webhooks: notebook 07 registers its CI webhook as the
+               # admin (helpers.webhooks.as_webhook_admin), as a team's MLflow admin would do once for its CI server.
+               "COURSE_WEBHOOK_ADMIN_USERNAME": ADMIN, "COURSE_WEBHOOK_ADMIN_PASSWORD": self.credentials.admin}
+        if len(self.credentials.learners) > 1:  # learners sharing the server keep their experiments and models apart
+            env["COURSE_NAME_PREFIX"] = f"{learner}_"
+        return env
 
     def process_ids(self) -> list[int]:
         return [pid for service in self.services for pid in service.process_ids()]
@@ -336,17 +346,52 @@ def _stop_on_sigterm() -> None:
     signal.signal(signal.SIGTERM, handler)
 
 
+def run_learners(deployment: Deployment, learners: list[str], runner_args: list[str]) -> int:
+    """The course runner once per learner, all at once; one learner's output goes to the terminal as it comes, several
+    learners' to a log each, printed when all have finished."""
+    runner = [sys.executable, "-m", "helpers.runner", *runner_args]
+    if len(learners) == 1:
+        env = {**os.environ, **deployment.environment(learners[0])}
+        return subprocess.run(runner, env=env, cwd=REPO_ROOT).returncode
+    runs = {}
+    for learner in learners:
+        log = deployment.root / "course" / f"{learner}.log"
+        log.parent.mkdir(parents=True, exist_ok=True)
+        with log.open("w") as out:
+            runs[learner] = (log, subprocess.Popen(runner, env={**os.environ, **deployment.environment(learner)},
+                                                   cwd=REPO_ROOT, stdout=out, stderr=subprocess.STDOUT))
+        print(f"{learner}: running the course as MLflow user {learner!r}, names prefixed {learner + '_'!r}; "
+              f"log in {log}", flush=True)
+    try:
+        codes = {learner: process.wait() for learner, (_, process) in runs.items()}
+    except BaseException:  # Ctrl-C or SIGTERM: let each runner stop its kernels before the deployment goes
+        for _, process in runs.values():
+            process.send_signal(signal.SIGINT)
+        for _, process in runs.values():
+            try:
+                process.wait(60)
+            except subprocess.TimeoutExpired:
+                process.kill()
+        raise
+    for learner, (log, _) in runs.items():
+        table = log.read_text().split("\nnotebook ", 1)[-1]  # the runner's summary table, and any error after it
+        print(f"\n== {learner} (exit code {codes[learner]})\nnotebook {table}", end="")
+    return max(codes.values())
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="course.py cluster", description=__doc__.split("\n\n")[0],
                                      epilog="Other arguments go to the course runner (python3 course.py run --help).")
     parser.add_argument("--up", action="store_true", help="bring the deployment up and wait for Ctrl-C")
-    parser.add_argument("--learner", default=os.environ.get("COURSE_LEARNER", "learner"),
-                        help="the MLflow user the course runs as (default: learner)")
+    parser.add_argument("--learner", action="append", metavar="NAME",
+                        help="an MLflow user the course runs as (default: learner); repeat it to run the course "
+                             "for several learners at once, each with their own workspace, experiments and models")
     args, runner_args = parser.parse_known_args(argv)
+    learners = args.learner or [os.environ.get("COURSE_LEARNER", "learner")]
     _stop_on_sigterm()
     started = time.perf_counter()
     try:
-        deployment = bring_up([args.learner])
+        deployment = bring_up(learners)
     except DeploymentError as error:
         print(f"course.py cluster: {error}", file=sys.stderr)
         return 2
@@ -354,18 +399,18 @@ def main(argv: list[str] | None = None) -> int:
         print(f"Up in {time.perf_counter() - started:.0f} s: Spark {deployment.master_url} (2 workers, 1 core each), "
               f"MLflow {deployment.tracking_uri} (PostgreSQL, basic-auth, proxied artifacts); "
               f"logs in {deployment.root / 'services'}", flush=True)
-        env = {**os.environ, **deployment.environment(args.learner)}
         try:
             if args.up:
                 print("Point a course run at it with these variables (Ctrl-C tears it down):")
-                for name in ("COURSE_SPARK_MASTER", "MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_USERNAME"):
-                    print(f"  {name}={env[name]}")
-                print(f"  MLFLOW_TRACKING_PASSWORD={env['MLFLOW_TRACKING_PASSWORD']}  "
-                      f"(COURSE_PASSWORD_{args.learner.upper()} chooses it)")
+                for learner in learners:
+                    env = deployment.environment(learner)
+                    for name in ("COURSE_SPARK_MASTER", "MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_USERNAME"):
+                        print(f"  {name}={env[name]}")
+                    print(f"  MLFLOW_TRACKING_PASSWORD={env['MLFLOW_TRACKING_PASSWORD']}  "
+                          f"(COURSE_PASSWORD_{learner.upper()} chooses it)")
                 while True:
                     time.sleep(3600)
-            runner = [sys.executable, "-m", "helpers.runner", *runner_args]
-            return subprocess.run(runner, env=env, cwd=REPO_ROOT).returncode
+            return run_learners(deployment, learners, runner_args)
         except KeyboardInterrupt:
             print("\nInterrupted: tearing the deployment down.", file=sys.stderr)
             return 130

@@ -144,13 +144,15 @@ def databricks_user() -> str:
 
 
 def course_experiment(name: str) -> str:
-    """The experiment path to use: `name` locally, `/Users/<you>/name` on Databricks (as the book writes it).
+    """The experiment path to use: `name` locally, `/Users/<you>/name` on Databricks (as the book writes it);
+    COURSE_NAME_PREFIX goes before `name`.
 
     On the local store the experiment is created with its artifacts inside the course workspace, so runs never
     scatter `mlruns/` folders into whatever directory a notebook was started from.
     """
     import mlflow
 
+    name = settings().name_prefix + name
     if settings().on_databricks:
         return f"/Users/{databricks_user()}/{name}"
     uri = mlflow.get_tracking_uri()
@@ -160,8 +162,10 @@ def course_experiment(name: str) -> str:
 
 
 def course_model_name(name: str) -> str:
-    """A registered model's name: `name` locally, `<catalog>.<schema>.name` in Unity Catalog on Databricks."""
+    """A registered model's name: `name` locally, `<catalog>.<schema>.name` in Unity Catalog on Databricks;
+    COURSE_NAME_PREFIX goes before `name`."""
     config = settings()
+    name = config.name_prefix + name
     return f"{config.uc_schema}.{name}" if config.on_databricks else name
 
 

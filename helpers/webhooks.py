@@ -19,6 +19,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Mapping
+from contextlib import contextmanager
 from concurrent.futures import ThreadPoolExecutor
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -247,3 +248,42 @@ def start_tracking_server(store_dir: Path, port: int | None = None, timeout: flo
                       MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false", **(env or {}))
     server = TrackingServer("mlflow tracking", command, server_env, port, store_dir / "mlflow-server.log")
     return server.start(timeout)
+
+
+ADMIN_VARIABLES = ("COURSE_WEBHOOK_ADMIN_USERNAME", "COURSE_WEBHOOK_ADMIN_PASSWORD")
+
+
+class WebhookPermissionError(PermissionError):
+    """The tracking server lets only its admins manage webhooks (MLflow's basic-auth)."""
+
+
+@contextmanager
+def as_webhook_admin():
+    """The block's MLflow calls go as the server's admin when COURSE_WEBHOOK_ADMIN_USERNAME and _PASSWORD are set.
+
+    On a tracking server with MLflow's basic-auth only admins may create, list, test or delete webhooks; a team's
+    admin registers the CI server's webhook once (`course.py cluster` hands its admin account to the course run for
+    just these calls). Without the variables the calls go as you: right on a server without authentication, such
+    as the one notebook 07 starts. MLflow reads the credentials from the environment at every request.
+    """
+    from mlflow.exceptions import MlflowException
+
+    username, password = (os.environ.get(name) for name in ADMIN_VARIABLES)
+    saved = {name: os.environ.get(name) for name in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")}
+    if username and password:
+        os.environ.update(MLFLOW_TRACKING_USERNAME=username, MLFLOW_TRACKING_PASSWORD=password)
+    try:
+        yield
+    except MlflowException as error:
+        if error.get_http_status_code() not in (401, 403):
+            raise
+        raise WebhookPermissionError(
+            f"The tracking server lets only its admins manage webhooks ({error.error_code}): set "
+            f"{' and '.join(ADMIN_VARIABLES)} to an admin account, or ask your MLflow admin to register the "
+            "webhook.") from None
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value

@@ -2,6 +2,8 @@
 and the one-sentence errors for a bad master URL, a dead tracking server and a database that refuses us."""
 from __future__ import annotations
 
+import os
+
 import pytest
 import requests
 
@@ -120,6 +122,36 @@ def test_the_client_side_check_names_a_refused_user(server, workspace, monkeypat
         setup_mlflow(quiet=True)
     monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", credentials.learners["alice"])
     assert setup_mlflow(quiet=True) == tracking.url
+
+
+def test_only_the_admin_manages_webhooks_and_the_learner_gets_their_own_identity_back(server, workspace,
+                                                                                      monkeypatch):
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    from helpers.deployment import ADMIN
+    from helpers.webhooks import WebhookPermissionError, as_webhook_admin
+
+    tracking, credentials, _ = server
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", tracking.url)
+    monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "alice")
+    monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", credentials.learners["alice"])
+    client = MlflowClient(tracking.url)
+    hook = dict(name="ci-gate", url="http://127.0.0.1:9/", events=["model_version.created"])
+    with pytest.raises(WebhookPermissionError, match="only its admins manage webhooks .*COURSE_WEBHOOK_ADMIN_USERNAME"):
+        with as_webhook_admin():  # no admin account given: the call goes as alice, and MLflow refuses it
+            client.create_webhook(**hook)
+    monkeypatch.setenv("COURSE_WEBHOOK_ADMIN_USERNAME", ADMIN)
+    monkeypatch.setenv("COURSE_WEBHOOK_ADMIN_PASSWORD", credentials.admin)
+    with as_webhook_admin():
+        webhook = client.create_webhook(**hook)
+        assert [w.webhook_id for w in client.list_webhooks()] == [webhook.webhook_id]
+    assert os.environ["MLFLOW_TRACKING_USERNAME"] == "alice"  # after the block the calls go as alice again
+    with pytest.raises(MlflowException, match="403"):
+        client.delete_webhook(webhook.webhook_id)
+    with as_webhook_admin():
+        client.delete_webhook(webhook.webhook_id)
+        assert len(client.list_webhooks()) == 0
 
 
 def test_a_database_that_refuses_us_is_one_sentence(server):
