@@ -1,7 +1,7 @@
 """The course on a small real deployment on 127.0.0.1, changed by configuration only (`python3 course.py cluster`).
 
     PostgreSQL (the operating system's)  <-  mlflow server --app-name basic-auth --serve-artifacts  <-  notebooks
-    Spark standalone master + two one-core workers (spark-class, from the pyspark package)          <-  notebooks
+    Spark standalone master + three one-core workers per learner (spark-class, from pyspark)        <-  notebooks
 
 The notebooks learn nothing new: they receive COURSE_SPARK_MASTER, MLFLOW_TRACKING_URI and the learner's
 MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD, as they would for a team's own cluster and tracking server.
@@ -39,7 +39,9 @@ from helpers.webhooks import TrackingServer, start_tracking_server
 DEPLOYMENT_ROOT = REPO_ROOT / "cluster-workspace"  # services/ (logs, artifacts, Spark work) and course/ (workspace)
 DATABASE = "course_mlflow"  # its user has the same name; the auth store is DATABASE + "_auth"
 ADMIN = "admin"
-WORKERS, WORKER_MEMORY = 2, "3g"
+# Notebook 07 runs three Spark applications at once (its kernel, the `course-cd4ml` command, the training project
+# that command starts), and each application gets one core (see start_spark_cluster).
+WORKERS_PER_LEARNER, WORKER_MEMORY = 3, "3g"
 
 
 class DeploymentError(RuntimeError):
@@ -219,8 +221,8 @@ def _spark_environment(java_home: Path) -> dict[str, str]:
     return env
 
 
-def start_spark_cluster(folder: Path, java_home: Path) -> tuple[str, list[SparkDaemon]]:
-    """A master and WORKERS one-core workers on 127.0.0.1; returns the master URL and the daemons."""
+def start_spark_cluster(folder: Path, java_home: Path, workers: int) -> tuple[str, list[SparkDaemon]]:
+    """A master and `workers` one-core workers on 127.0.0.1; returns the master URL and the daemons."""
     spark_class = str(spark_home() / "bin" / "spark-class")
     env = _spark_environment(java_home)
     port, ui_port = free_port(), free_port()
@@ -234,7 +236,7 @@ def start_spark_cluster(folder: Path, java_home: Path) -> tuple[str, list[SparkD
     master_url = f"spark://127.0.0.1:{port}"
     daemons = [master]
     try:
-        for number in range(1, WORKERS + 1):
+        for number in range(1, workers + 1):
             worker_ui = free_port()
             daemons.append(SparkDaemon(
                 f"spark worker {number}",
@@ -243,7 +245,7 @@ def start_spark_cluster(folder: Path, java_home: Path) -> tuple[str, list[SparkD
                  "--work-dir", str(folder / f"spark-worker-{number}"), master_url],
                 env, worker_ui, folder / f"spark-worker-{number}.log").start(timeout=180))
         deadline = time.monotonic() + 120
-        while alive_workers(master.url) < WORKERS:
+        while alive_workers(master.url) < workers:
             if time.monotonic() > deadline:
                 raise DeploymentError(f"The Spark workers did not register with the master within 120 s; see the "
                                       f"logs in {folder}.")
@@ -328,7 +330,7 @@ def bring_up(learners: list[str], root: Path = DEPLOYMENT_ROOT) -> Deployment:
         server = start_mlflow_server(database_uri, auth_uri, services_dir, credentials)
         services.append(server)
         java = prepare_java(services_dir)
-        master_url, daemons = start_spark_cluster(services_dir, java.home)
+        master_url, daemons = start_spark_cluster(services_dir, java.home, WORKERS_PER_LEARNER * len(learners))
         services.extend(daemons)
     except BaseException:
         for service in reversed(services):
@@ -339,44 +341,56 @@ def bring_up(learners: list[str], root: Path = DEPLOYMENT_ROOT) -> Deployment:
     return Deployment(root, server.url, master_url, credentials, services, postgres)
 
 
-def _stop_on_sigterm() -> None:
+def _interrupt_once() -> None:
+    """Ctrl-C or SIGTERM unwinds through the `with` block, which tears everything down, once: a Ctrl-C reaches this
+    process from the terminal and again from course.py, and the second must not cut the clean-up short."""
     def handler(signum, frame):
-        raise KeyboardInterrupt  # unwinds through the `with` block, which tears everything down
+        for each in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(each, signal.SIG_IGN)
+        raise KeyboardInterrupt
 
-    signal.signal(signal.SIGTERM, handler)
+    for each in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(each, handler)
 
 
 def run_learners(deployment: Deployment, learners: list[str], runner_args: list[str]) -> int:
     """The course runner once per learner, all at once; one learner's output goes to the terminal as it comes, several
-    learners' to a log each, printed when all have finished."""
+    learners' to a log each, whose tables are printed when all have finished. Returns the first non-zero exit code."""
     runner = [sys.executable, "-m", "helpers.runner", *runner_args]
-    if len(learners) == 1:
-        env = {**os.environ, **deployment.environment(learners[0])}
-        return subprocess.run(runner, env=env, cwd=REPO_ROOT).returncode
-    runs = {}
+    runs, logs = {}, {}
     for learner in learners:
-        log = deployment.root / "course" / f"{learner}.log"
-        log.parent.mkdir(parents=True, exist_ok=True)
-        with log.open("w") as out:
-            runs[learner] = (log, subprocess.Popen(runner, env={**os.environ, **deployment.environment(learner)},
-                                                   cwd=REPO_ROOT, stdout=out, stderr=subprocess.STDOUT))
-        print(f"{learner}: running the course as MLflow user {learner!r}, names prefixed {learner + '_'!r}; "
-              f"log in {log}", flush=True)
+        env = {**os.environ, **deployment.environment(learner)}
+        if len(learners) == 1:
+            output = None
+        else:
+            logs[learner] = deployment.root / "course" / f"{learner}.log"
+            logs[learner].parent.mkdir(parents=True, exist_ok=True)
+            output = logs[learner].open("w")
+            print(f"{learner}: the course as MLflow user {learner!r}, names prefixed {env['COURSE_NAME_PREFIX']!r}; "
+                  f"log in {logs[learner]}", flush=True)
+        # A session of its own: a Ctrl-C reaches the runner once, from below, so it can stop its kernels in peace.
+        runs[learner] = subprocess.Popen(runner, env=env, cwd=REPO_ROOT, stdout=output,
+                                         stderr=subprocess.STDOUT if output else None, start_new_session=True)
+        if output:
+            output.close()
     try:
-        codes = {learner: process.wait() for learner, (_, process) in runs.items()}
-    except BaseException:  # Ctrl-C or SIGTERM: let each runner stop its kernels before the deployment goes
-        for _, process in runs.values():
-            process.send_signal(signal.SIGINT)
-        for _, process in runs.values():
+        codes = {learner: process.wait() for learner, process in runs.items()}
+    except BaseException:  # Ctrl-C or SIGTERM: each runner stops its kernels before the deployment goes
+        for process in runs.values():
+            if process.poll() is None:
+                process.send_signal(signal.SIGINT)
+        for process in runs.values():
             try:
                 process.wait(60)
             except subprocess.TimeoutExpired:
                 process.kill()
         raise
-    for learner, (log, _) in runs.items():
-        table = log.read_text().split("\nnotebook ", 1)[-1]  # the runner's summary table, and any error after it
-        print(f"\n== {learner} (exit code {codes[learner]})\nnotebook {table}", end="")
-    return max(codes.values())
+    for learner, log in logs.items():
+        text = log.read_text()
+        table = "notebook " + text.split("\nnotebook ", 1)[1] if "\nnotebook " in text else \
+            "\n".join(text.splitlines()[-30:]) + "\n"  # it stopped before its table: its last lines say why
+        print(f"\n== {learner} (exit code {codes[learner]})\n{table}", end="")
+    return next((code for code in codes.values() if code), 0)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -387,8 +401,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="an MLflow user the course runs as (default: learner); repeat it to run the course "
                              "for several learners at once, each with their own workspace, experiments and models")
     args, runner_args = parser.parse_known_args(argv)
-    learners = args.learner or [os.environ.get("COURSE_LEARNER", "learner")]
-    _stop_on_sigterm()
+    learners = list(dict.fromkeys(args.learner or [os.environ.get("COURSE_LEARNER", "learner")]))
+    _interrupt_once()
     started = time.perf_counter()
     try:
         deployment = bring_up(learners)
@@ -396,18 +410,17 @@ def main(argv: list[str] | None = None) -> int:
         print(f"course.py cluster: {error}", file=sys.stderr)
         return 2
     with deployment:
-        print(f"Up in {time.perf_counter() - started:.0f} s: Spark {deployment.master_url} (2 workers, 1 core each), "
-              f"MLflow {deployment.tracking_uri} (PostgreSQL, basic-auth, proxied artifacts); "
+        workers = WORKERS_PER_LEARNER * len(learners)
+        print(f"Up in {time.perf_counter() - started:.0f} s: Spark {deployment.master_url} ({workers} one-core "
+              f"workers), MLflow {deployment.tracking_uri} (PostgreSQL, basic-auth, proxied artifacts); "
               f"logs in {deployment.root / 'services'}", flush=True)
         try:
             if args.up:
                 print("Point a course run at it with these variables (Ctrl-C tears it down):")
-                for learner in learners:
-                    env = deployment.environment(learner)
-                    for name in ("COURSE_SPARK_MASTER", "MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_USERNAME"):
-                        print(f"  {name}={env[name]}")
-                    print(f"  MLFLOW_TRACKING_PASSWORD={env['MLFLOW_TRACKING_PASSWORD']}  "
-                          f"(COURSE_PASSWORD_{learner.upper()} chooses it)")
+                for learner in learners:  # passwords too: made up for this bring-up unless chosen (README)
+                    print(f"  for {learner}:")
+                    for name, value in sorted(deployment.environment(learner).items()):
+                        print(f"    {name}={value}")
                 while True:
                     time.sleep(3600)
             return run_learners(deployment, learners, runner_args)

@@ -250,6 +250,24 @@ def start_tracking_server(store_dir: Path, port: int | None = None, timeout: flo
     return server.start(timeout)
 
 
+
+def tracking_server_in_use() -> str | None:
+    """The tracking server MLFLOW_TRACKING_URI names, when it is on this machine (`course.py cluster`'s): notebook 07
+    uses it for its webhooks instead of starting one. None for the course's own store. A server elsewhere could not
+    deliver webhooks to a receiver on this machine's loopback interface, so that stops here with one sentence."""
+    from urllib.parse import urlparse
+
+    import mlflow
+
+    uri = mlflow.get_tracking_uri()
+    if not uri.startswith(("http://", "https://")):
+        return None
+    if urlparse(uri).hostname not in ("127.0.0.1", "localhost", "::1"):
+        raise RuntimeError(f"The tracking server at {uri} cannot deliver webhooks to a receiver on this machine's "
+                           "loopback interface: run notebook 07 with the course's own store (unset "
+                           "MLFLOW_TRACKING_URI), or put the receiver where that server can reach it.")
+    return uri
+
 ADMIN_VARIABLES = ("COURSE_WEBHOOK_ADMIN_USERNAME", "COURSE_WEBHOOK_ADMIN_PASSWORD")
 
 
@@ -264,7 +282,8 @@ def as_webhook_admin():
     On a tracking server with MLflow's basic-auth only admins may create, list, test or delete webhooks; a team's
     admin registers the CI server's webhook once (`course.py cluster` hands its admin account to the course run for
     just these calls). Without the variables the calls go as you: right on a server without authentication, such
-    as the one notebook 07 starts. MLflow reads the credentials from the environment at every request.
+    as the one notebook 07 starts. MLflow reads the credentials from the environment at every request, so every
+    MLflow call of this process inside the block goes as the admin: keep only the webhook calls in it.
     """
     from mlflow.exceptions import MlflowException
 
@@ -277,6 +296,9 @@ def as_webhook_admin():
     except MlflowException as error:
         if error.get_http_status_code() not in (401, 403):
             raise
+        if username and password:
+            raise WebhookPermissionError(f"The tracking server refused the admin account {username!r} for a webhook "
+                                         f"call ({error.error_code}): check {ADMIN_VARIABLES[1]}.") from None
         raise WebhookPermissionError(
             f"The tracking server lets only its admins manage webhooks ({error.error_code}): set "
             f"{' and '.join(ADMIN_VARIABLES)} to an admin account, or ask your MLflow admin to register the "

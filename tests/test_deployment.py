@@ -30,6 +30,21 @@ def test_an_unreachable_tracking_server_is_one_sentence(workspace, monkeypatch):
         setup_mlflow(quiet=True)
 
 
+def test_learners_sharing_the_deployment_get_their_own_names_and_workspaces(tmp_path):
+    from helpers.deployment import ADMIN, Deployment
+
+    credentials = Credentials(postgres="p", admin="a", learners={"alice": "1", "bob": "2"})
+    shared = Deployment(tmp_path, "http://127.0.0.1:5000", "spark://127.0.0.1:7077", credentials, [], None)
+    alice, bob = shared.environment("alice"), shared.environment("bob")
+    assert (alice["COURSE_NAME_PREFIX"], bob["COURSE_NAME_PREFIX"]) == ("alice_", "bob_")
+    assert alice["COURSE_WORKSPACE"] != bob["COURSE_WORKSPACE"]
+    assert (alice["MLFLOW_TRACKING_USERNAME"], alice["MLFLOW_TRACKING_PASSWORD"]) == ("alice", "1")
+    assert (alice["COURSE_WEBHOOK_ADMIN_USERNAME"], alice["COURSE_WEBHOOK_ADMIN_PASSWORD"]) == (ADMIN, "a")
+    alone = Deployment(tmp_path, "http://127.0.0.1:5000", "spark://127.0.0.1:7077",
+                       Credentials(postgres="p", admin="a", learners={"learner": "1"}), [], None)
+    assert "COURSE_NAME_PREFIX" not in alone.environment("learner")  # one learner: the same names as locally
+
+
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     """PostgreSQL (started if it was down) with fresh test databases, and an auth-enabled server for alice and bob."""

@@ -84,6 +84,21 @@ def test_model_names_are_unity_catalog_names_on_databricks(workspace, monkeypatc
     assert course_model_name("retail_age_model") == "ml.course.retail_age_model"
 
 
+def test_a_name_prefix_keeps_learners_on_one_server_apart(workspace, monkeypatch, restore_mlflow_uri, capsys):
+    from helpers.tracking import course_model_name
+
+    monkeypatch.setenv("COURSE_NAME_PREFIX", "alice_")
+    assert course_model_name("retail_age_model") == "alice_retail_age_model"
+    setup_mlflow(quiet=True)
+    assert course_experiment("retail-age-tuning") == "alice_retail-age-tuning"
+    assert mlflow.get_experiment_by_name("alice_retail-age-tuning") is not None
+    assert mlflow.get_experiment_by_name("retail-age-tuning") is None  # bob's name stays free
+    monkeypatch.setenv("DATABRICKS_RUNTIME_VERSION", "15.4")
+    monkeypatch.setattr(tracking, "databricks_user", lambda: "ada@example.com")
+    assert course_model_name("retail_age_model") == "main.default.alice_retail_age_model"
+    assert course_experiment("linregexp") == "/Users/ada@example.com/alice_linregexp"
+
+
 def test_missing_runs_run_the_notebook_that_makes_them(workspace, monkeypatch, restore_mlflow_uri):
     from helpers import runner
     from helpers.tracking import ensure_runs
