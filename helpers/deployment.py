@@ -4,14 +4,16 @@
     Spark standalone master + three one-core workers per learner (spark-class, from pyspark)        <-  notebooks
 
 The notebooks learn nothing new: they receive COURSE_SPARK_MASTER, MLFLOW_TRACKING_URI and the learner's
-MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD, as they would for a team's own cluster and tracking server.
+MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD, as they would for a team's own cluster and tracking server
+(plus the admin account 07 registers its webhook with, and with several learners a COURSE_NAME_PREFIX each).
 Artifacts travel through the tracking server (proxied artifact serving), so no client needs the server's disk.
 Credentials come from environment variables (see README "The course on a cluster"); unset ones are made up for
-this one bring-up and never written to the repository. Everything started here is stopped on the way out, also on
+this one bring-up and never committed. Everything started here is stopped on the way out, also on
 failure, Ctrl-C or SIGTERM; PostgreSQL is stopped only if this command started it.
 
     python3 course.py cluster                 # bring it up, run every notebook against it, tear it down
     python3 course.py cluster --only 00 01    # runner arguments pass through
+    python3 course.py cluster --learner alice --learner bob   # two learners at once, each with a log
     python3 course.py cluster --up            # bring it up, print how to use it, wait for Ctrl-C
 """
 from __future__ import annotations
@@ -394,7 +396,8 @@ def run_learners(deployment: Deployment, learners: list[str], runner_args: list[
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="course.py cluster", description=__doc__.split("\n\n")[0],
+    parser = argparse.ArgumentParser(prog="course.py cluster", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter,
                                      epilog="Other arguments go to the course runner (python3 course.py run --help).")
     parser.add_argument("--up", action="store_true", help="bring the deployment up and wait for Ctrl-C")
     parser.add_argument("--learner", action="append", metavar="NAME",
