@@ -102,6 +102,24 @@ def test_stale_and_future_deliveries_are_refused():
     assert "in the future" in rejection(signed(), now=NOW - 301).reason
 
 
+@pytest.mark.parametrize("uri, answer", [("sqlite:///course.db", None), ("http://127.0.0.1:5000", "same"),
+                                         ("http://localhost:5000", "same"), ("https://mlflow.example.com", "refused")])
+def test_07_uses_only_a_tracking_server_on_this_machine(uri, answer, monkeypatch):
+    from helpers.webhooks import tracking_server_in_use
+
+    previous = mlflow.get_tracking_uri()
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)  # set_tracking_uri sets it too; monkeypatch puts it back after
+    mlflow.set_tracking_uri(uri)
+    try:
+        if answer == "refused":  # its webhooks could never reach the receiver on this machine's loopback
+            with pytest.raises(RuntimeError, match="cannot deliver webhooks to a receiver on this machine's loopback"):
+                tracking_server_in_use()
+        else:
+            assert tracking_server_in_use() == (uri if answer == "same" else None)
+    finally:
+        mlflow.set_tracking_uri(previous)
+
+
 def test_a_replayed_delivery_id_is_refused_but_forgeries_do_not_burn_ids():
     seen: set[str] = set()
     rejection(signed(secret="forger", delivery_id="d-7"), seen=seen)
