@@ -44,6 +44,7 @@ def test_notebooks_00_and_01_give_their_committed_outputs_on_the_cluster_and_not
     assert result.returncode == 0, result.stdout[-4000:]
     assert len(master["completedapps"]) >= len(NOTEBOOKS)  # each notebook's Spark ran on the standalone cluster
     assert [(w["state"], w["cores"]) for w in master["workers"]] == [("ALIVE", 1)] * 3
+    assert {app["cores"] for app in master["completedapps"]} == {1}  # one core each, so 07's three can run at once
     assert "linregexp" in {e["name"] for e in experiments}  # 01's runs went to the PostgreSQL-backed server
     assert anonymous == 401
     assert pids and not [pid for pid in pids if psutil.pid_exists(pid)
