@@ -278,6 +278,7 @@ class Deployment:
     credentials: Credentials
     services: list[ModelServer]
     postgres: Postgres | None
+    workers: int
 
     def environment(self, learner: str) -> dict[str, str]:
         env = {"COURSE_SPARK_MASTER": self.master_url, "MLFLOW_TRACKING_URI": self.tracking_uri,
@@ -332,7 +333,8 @@ def bring_up(learners: list[str], root: Path = DEPLOYMENT_ROOT) -> Deployment:
         server = start_mlflow_server(database_uri, auth_uri, services_dir, credentials)
         services.append(server)
         java = prepare_java(services_dir)
-        master_url, daemons = start_spark_cluster(services_dir, java.home, WORKERS_PER_LEARNER * len(learners))
+        workers = WORKERS_PER_LEARNER * len(learners)
+        master_url, daemons = start_spark_cluster(services_dir, java.home, workers)
         services.extend(daemons)
     except BaseException:
         for service in reversed(services):
@@ -340,7 +342,7 @@ def bring_up(learners: list[str], root: Path = DEPLOYMENT_ROOT) -> Deployment:
         if postgres:
             postgres.stop()
         raise
-    return Deployment(root, server.url, master_url, credentials, services, postgres)
+    return Deployment(root, server.url, master_url, credentials, services, postgres, workers)
 
 
 def _interrupt_once() -> None:
@@ -413,10 +415,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"course.py cluster: {error}", file=sys.stderr)
         return 2
     with deployment:
-        workers = WORKERS_PER_LEARNER * len(learners)
-        print(f"Up in {time.perf_counter() - started:.0f} s: Spark {deployment.master_url} ({workers} one-core "
-              f"workers), MLflow {deployment.tracking_uri} (PostgreSQL, basic-auth, proxied artifacts); "
-              f"logs in {deployment.root / 'services'}", flush=True)
+        print(f"Up in {time.perf_counter() - started:.0f} s: Spark {deployment.master_url} "
+              f"({deployment.workers} one-core workers), MLflow {deployment.tracking_uri} (PostgreSQL, basic-auth, "
+              f"proxied artifacts); logs in {deployment.root / 'services'}", flush=True)
         try:
             if args.up:
                 print("Point a course run at it with these variables (Ctrl-C tears it down):")

@@ -34,14 +34,14 @@ def test_learners_sharing_the_deployment_get_their_own_names_and_workspaces(tmp_
     from helpers.deployment import ADMIN, Deployment
 
     credentials = Credentials(postgres="p", admin="a", learners={"alice": "1", "bob": "2"})
-    shared = Deployment(tmp_path, "http://127.0.0.1:5000", "spark://127.0.0.1:7077", credentials, [], None)
+    shared = Deployment(tmp_path, "http://127.0.0.1:5000", "spark://127.0.0.1:7077", credentials, [], None, 6)
     alice, bob = shared.environment("alice"), shared.environment("bob")
     assert (alice["COURSE_NAME_PREFIX"], bob["COURSE_NAME_PREFIX"]) == ("alice_", "bob_")
     assert alice["COURSE_WORKSPACE"] != bob["COURSE_WORKSPACE"]
     assert (alice["MLFLOW_TRACKING_USERNAME"], alice["MLFLOW_TRACKING_PASSWORD"]) == ("alice", "1")
     assert (alice["COURSE_WEBHOOK_ADMIN_USERNAME"], alice["COURSE_WEBHOOK_ADMIN_PASSWORD"]) == (ADMIN, "a")
     alone = Deployment(tmp_path, "http://127.0.0.1:5000", "spark://127.0.0.1:7077",
-                       Credentials(postgres="p", admin="a", learners={"learner": "1"}), [], None)
+                       Credentials(postgres="p", admin="a", learners={"learner": "1"}), [], None, 3)
     assert "COURSE_NAME_PREFIX" not in alone.environment("learner")  # one learner: the same names as locally
 
 
