@@ -168,9 +168,10 @@ def check_database(uri: str) -> None:
 
 # --- the MLflow tracking server --------------------------------------------------------------------------------------
 
-def start_mlflow_server(database_uri: str, auth_database_uri: str, folder: Path,
-                        credentials: Credentials) -> TrackingServer:
-    """`mlflow server` on PostgreSQL with basic-auth and proxied artifacts, plus one user per learner."""
+def start_mlflow_server(database_uri: str, auth_database_uri: str, folder: Path, credentials: Credentials,
+                        artifacts_dir: Path | None = None) -> TrackingServer:
+    """`mlflow server` on PostgreSQL with basic-auth and proxied artifacts (in `artifacts_dir`, else in `folder`),
+    plus one user per learner (kept users, from an earlier bring-up on the same database, get today's password)."""
     folder.mkdir(parents=True, exist_ok=True)
     config = folder / "basic_auth.ini"
     config.write_text("[mlflow]\n"
@@ -180,7 +181,8 @@ def start_mlflow_server(database_uri: str, auth_database_uri: str, folder: Path,
                       "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n")
     config.chmod(0o600)  # it holds the database password
     server = start_tracking_server(
-        folder, timeout=240, backend_store_uri=database_uri, options=("--app-name", "basic-auth", "--serve-artifacts"),
+        folder, timeout=240, backend_store_uri=database_uri, artifacts_dir=artifacts_dir,
+        options=("--app-name", "basic-auth", "--serve-artifacts"),
         env={"MLFLOW_AUTH_CONFIG_PATH": str(config), "MLFLOW_AUTH_ADMIN_PASSWORD": credentials.admin,
              "MLFLOW_FLASK_SERVER_SECRET_KEY": credentials.flask_secret})
     try:
@@ -195,8 +197,15 @@ def start_mlflow_server(database_uri: str, auth_database_uri: str, folder: Path,
 def create_user(server_url: str, admin: tuple[str, str], username: str, password: str) -> None:
     import requests
 
-    reply = requests.post(f"{server_url}/api/2.0/mlflow/users/create", auth=admin, timeout=30,
-                          json={"username": username, "password": password})
+    user = {"username": username, "password": password}
+    reply = requests.post(f"{server_url}/api/2.0/mlflow/users/create", auth=admin, timeout=30, json=user)
+    if reply.status_code == 401:  # MLflow creates the admin only in an empty auth database, and never resets it
+        raise DeploymentError("The tracking server's auth database already has an admin whose password is not "
+                              "COURSE_MLFLOW_ADMIN_PASSWORD: set that variable to the admin password it was first "
+                              "brought up with (or point COURSE_POSTGRES_AUTH_URI at an empty database).")
+    if "RESOURCE_ALREADY_EXISTS" in reply.text:  # a kept database: the user stays, with today's password
+        reply = requests.patch(f"{server_url}/api/2.0/mlflow/users/update-password", auth=admin, timeout=30,
+                               json=user)
     if reply.status_code != 200:
         raise DeploymentError(f"The tracking server refused to create the user {username!r} "
                               f"({reply.status_code}: {reply.text[:300]}).")
@@ -311,8 +320,9 @@ class Deployment:
         self.stop()
 
 
-def bring_up(learners: list[str], root: Path = DEPLOYMENT_ROOT) -> Deployment:
-    """Starts PostgreSQL (if needed), the tracking server and the Spark cluster; stops what it started on failure."""
+def bring_up(learners: list[str], root: Path = DEPLOYMENT_ROOT, database: str = DATABASE) -> Deployment:
+    """Starts PostgreSQL (if needed), the tracking server and the Spark cluster; stops what it started on failure.
+    `database` names the PostgreSQL user and databases it makes afresh (tests use their own)."""
     from helpers.java import prepare_java
 
     services_dir = root / "services"
@@ -323,14 +333,18 @@ def bring_up(learners: list[str], root: Path = DEPLOYMENT_ROOT) -> Deployment:
     postgres, services = None, []
     try:
         if os.environ.get("COURSE_POSTGRES_URI"):  # a team's own database: used as it is, never dropped
-            base = os.environ["COURSE_POSTGRES_URI"].rstrip("/")
-            database_uri, auth_uri = base, os.environ.get("COURSE_POSTGRES_AUTH_URI", base)
+            database_uri, auth_uri = (re.sub(r"^postgresql://", "postgresql+psycopg://", uri)  # the installed driver
+                                      for uri in (os.environ["COURSE_POSTGRES_URI"],
+                                                  os.environ.get("COURSE_POSTGRES_AUTH_URI",
+                                                                 os.environ["COURSE_POSTGRES_URI"])))
+            artifacts_dir = root / "artifacts"  # kept too: the kept runs point at them
         else:
             postgres = Postgres.start()
-            database_uri, auth_uri = postgres.fresh_databases(DATABASE, credentials.postgres)
+            database_uri, auth_uri = postgres.fresh_databases(database, credentials.postgres)
+            artifacts_dir = services_dir / "artifacts"
         for uri in {database_uri, auth_uri}:
             check_database(uri)
-        server = start_mlflow_server(database_uri, auth_uri, services_dir, credentials)
+        server = start_mlflow_server(database_uri, auth_uri, services_dir, credentials, artifacts_dir)
         services.append(server)
         java = prepare_java(services_dir)
         workers = WORKERS_PER_LEARNER * len(learners)
@@ -407,6 +421,10 @@ def main(argv: list[str] | None = None) -> int:
                              "for several learners at once, each with their own workspace, experiments and models")
     args, runner_args = parser.parse_known_args(argv)
     learners = list(dict.fromkeys(args.learner or [os.environ.get("COURSE_LEARNER", "learner")]))
+    for learner in learners:  # a name is also a prefix and part of a variable's name (COURSE_PASSWORD_ALICE)
+        if not re.fullmatch(r"[a-z][a-z0-9_]*", learner) or learner == ADMIN:
+            parser.error(f"a learner's name is lower-case letters, digits and underscores, and not {ADMIN!r}: "
+                         f"{learner!r} is not.")
     _interrupt_once()
     started = time.perf_counter()
     try:

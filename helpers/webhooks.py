@@ -226,10 +226,10 @@ class TrackingServer(ModelServer):
 
 
 def start_tracking_server(store_dir: Path, port: int | None = None, timeout: float = 180, *,
-                          backend_store_uri: str | None = None, options: tuple[str, ...] = (),
-                          env: dict[str, str] | None = None) -> TrackingServer:
-    """Starts `mlflow server` with a SQLite store (or `backend_store_uri`) and local artifacts in `store_dir`; its
-    `.url` is the tracking URI. `options` and `env` add to the command and its environment (`course.py cluster`
+                          backend_store_uri: str | None = None, artifacts_dir: Path | None = None,
+                          options: tuple[str, ...] = (), env: dict[str, str] | None = None) -> TrackingServer:
+    """Starts `mlflow server` with a SQLite store (or `backend_store_uri`) and local artifacts in `store_dir` (or
+    `artifacts_dir`); its `.url` is the tracking URI. `options` and `env` add to the command and its environment (`course.py cluster`
     adds PostgreSQL, basic-auth and proxied artifacts).
 
     Its environment lets it deliver webhooks to http://127.0.0.1 (MLflow allows only https and public addresses by
@@ -240,7 +240,7 @@ def start_tracking_server(store_dir: Path, port: int | None = None, timeout: flo
     port = port or free_port()
     command = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri",
                backend_store_uri or f"sqlite:///{store_dir}/mlflow.db",
-               "--artifacts-destination", (store_dir / "artifacts").as_uri(), "--host", "127.0.0.1",
+               "--artifacts-destination", Path(artifacts_dir or store_dir / "artifacts").resolve().as_uri(), "--host", "127.0.0.1",
                "--port", str(port), "--workers", "1", *options]
     server_env = dict(os.environ)
     server_env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), server_env.get("PATH", "")])  # uvicorn

@@ -88,6 +88,7 @@ def alices_state(server) -> tuple:
             version["model_version"]["current_stage"], version["model_version"].get("description", ""))
 
 
+@pytest.mark.slow  # PostgreSQL and an mlflow server (installs PostgreSQL as root when missing)
 def test_another_learner_can_read_but_not_change_a_model(server, alices_model):
     before = alices_state(server)
     assert before == ([("champion", "1")], "Staging", "")
@@ -111,6 +112,7 @@ def test_another_learner_can_read_but_not_change_a_model(server, alices_model):
     assert alices_state(server) == before  # nothing the refused calls asked for happened
 
 
+@pytest.mark.slow
 def test_anonymous_requests_are_refused_and_change_nothing(server, alices_model):
     before = alices_state(server)
     assert call(server, "/registered-models/get", None, {"name": alices_model}, "GET").status_code == 401
@@ -120,12 +122,14 @@ def test_anonymous_requests_are_refused_and_change_nothing(server, alices_model)
     assert alices_state(server) == before
 
 
+@pytest.mark.slow
 def test_each_learner_owns_what_they_create(server, alices_model):
     assert call(server, "/registered-models/create", "bob", {"name": "bob_model"}).status_code == 200
     assert call(server, "/registered-models/delete", "alice", {"name": "bob_model"}, method="DELETE").status_code == 403
     assert call(server, "/registered-models/delete", "bob", {"name": "bob_model"}, method="DELETE").status_code == 200
 
 
+@pytest.mark.slow
 def test_the_client_side_check_names_a_refused_user(server, workspace, monkeypatch):
     from helpers.tracking import TrackingServerError, setup_mlflow
 
@@ -139,6 +143,7 @@ def test_the_client_side_check_names_a_refused_user(server, workspace, monkeypat
     assert setup_mlflow(quiet=True) == tracking.url
 
 
+@pytest.mark.slow
 def test_only_the_admin_manages_webhooks_and_the_learner_gets_their_own_identity_back(server, workspace,
                                                                                       monkeypatch):
     from mlflow import MlflowClient
@@ -169,6 +174,26 @@ def test_only_the_admin_manages_webhooks_and_the_learner_gets_their_own_identity
         assert len(client.list_webhooks()) == 0
 
 
+@pytest.mark.slow
+def test_a_kept_database_keeps_its_users_and_work_and_a_changed_admin_password_is_one_sentence(server, alices_model,
+                                                                                                tmp_path):
+    tracking, credentials, database = server  # a second server on the same two databases, as with COURSE_POSTGRES_URI
+    kept = Credentials(postgres=credentials.postgres, admin=credentials.admin,
+                       learners={"alice": credentials.learners["alice"], "carol": "carols-password"})
+    second = start_mlflow_server(database, database + "_auth", tmp_path / "second", kept)
+    try:
+        models = requests.get(second.url + API + "/registered-models/get", params={"name": alices_model},
+                              auth=("carol", "carols-password"), timeout=30)
+        assert models.status_code == 200  # a new learner joined, and alice's model is still there
+        assert call(server, "/registered-models/get", "alice", {"name": alices_model}, "GET").status_code == 200
+    finally:
+        second.stop()
+    changed = Credentials(postgres=credentials.postgres, admin="not-the-first-admin-password", learners={"dave": "d"})
+    with pytest.raises(DeploymentError, match="already has an admin whose password is not COURSE_MLFLOW_ADMIN"):
+        start_mlflow_server(database, database + "_auth", tmp_path / "third", changed)
+
+
+@pytest.mark.slow
 def test_a_database_that_refuses_us_is_one_sentence(server):
     _, credentials, database = server
     with pytest.raises(DeploymentError, match="password authentication failed.*: check the user, password and "
@@ -179,6 +204,7 @@ def test_a_database_that_refuses_us_is_one_sentence(server):
     check_database(database)  # the right ones pass
 
 
+@pytest.mark.slow
 def test_stopping_the_server_leaves_no_process(server):
     import psutil
 
@@ -189,3 +215,14 @@ def test_stopping_the_server_leaves_no_process(server):
     assert not any(psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE for pid in pids)
     with pytest.raises(requests.ConnectionError):
         requests.get(tracking.url + "/health", timeout=5)
+
+
+@pytest.mark.parametrize("name", ["Alice", "bob-2", "admin"])
+def test_a_learner_name_that_cannot_be_a_user_prefix_and_variable_is_refused(name, capsys):
+    from helpers.deployment import main
+
+    with pytest.raises(SystemExit) as stopped:
+        main(["--learner", "alice", "--learner", name])  # refused before anything starts
+    assert stopped.value.code == 2
+    assert f"a learner's name is lower-case letters, digits and underscores, and not 'admin': {name!r}" in \
+        capsys.readouterr().err
