@@ -2,8 +2,9 @@
 standalone master with three one-core workers and the PostgreSQL-backed, auth-enabled `mlflow server`, compared with
 the outputs committed from a local run. Then nothing the deployment started may be left running.
 
-CI runs 00 and 01 (about 7 minutes). COURSE_CLUSTER_NOTEBOOKS adds notebooks by number prefix, up to the whole
-course (about 45 minutes): COURSE_CLUSTER_NOTEBOOKS="02 03 04 05 06 07" .venv/bin/python -m pytest tests/test_cluster.py
+CI runs 00 and 01 (about 7 minutes). COURSE_CLUSTER_NOTEBOOKS adds notebooks by number prefix, up to 06:
+COURSE_CLUSTER_NOTEBOOKS="02 03 04 05 06" .venv/bin/python -m pytest tests/test_cluster.py
+(07 prints which tracking server delivers its webhooks: its own locally, the deployment's here, by design.)
 """
 from __future__ import annotations
 
@@ -27,7 +28,7 @@ NOTEBOOKS = [str(path.relative_to(REPO_ROOT))
 
 @pytest.mark.slow
 def test_notebooks_give_their_committed_outputs_on_the_cluster_and_nothing_is_left_running(tmp_path):
-    deployment = bring_up(["learner"], root=tmp_path / "deployment")
+    deployment = bring_up(["learner"], root=tmp_path / "deployment", database="course_mlflow_cluster_test")
     try:
         master_ui = deployment.services[1].url
         env = {name: value for name, value in os.environ.items()
