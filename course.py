@@ -78,6 +78,7 @@ def main(argv: list[str]) -> int:
     python = environment_python()
     ensure_installed(python)
     child = subprocess.Popen([str(python), *commands[argv[0]], *argv[1:]], cwd=ROOT)
+    signal.signal(signal.SIGTERM, lambda *_: child.send_signal(signal.SIGTERM))  # `kill` tears down like Ctrl-C
     while True:
         try:
             return child.wait()
