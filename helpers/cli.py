@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import shutil
+import signal
 import subprocess
 import sys
 
@@ -21,9 +22,12 @@ def ui(argv: list[str]) -> int:
           "'Model training' switch at the top left.", flush=True)
     command = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", "127.0.0.1",
                "--port", str(args.port)]
+    server = subprocess.Popen(command)
+    signal.signal(signal.SIGTERM, lambda *_: server.terminate())  # `kill` stops the UI too, not only this process
     try:
-        return subprocess.run(command).returncode
-    except KeyboardInterrupt:
+        return server.wait()
+    except KeyboardInterrupt:  # the terminal sent the UI its Ctrl-C as well: let it finish stopping
+        server.wait()
         return 0
 
 
