@@ -27,6 +27,7 @@ def ui(argv: list[str]) -> int:
     try:
         return server.wait()
     except KeyboardInterrupt:  # the terminal sent the UI its Ctrl-C as well: let it finish stopping
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # course.py forwards the Ctrl-C once more
         server.wait()
         return 0
 

@@ -35,7 +35,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 from helpers.config import REPO_ROOT
-from helpers.serving import ModelServer, free_port
+from helpers.serving import ModelServer, ServingError, free_port
 from helpers.webhooks import TrackingServer, start_tracking_server
 
 DEPLOYMENT_ROOT = REPO_ROOT / "cluster-workspace"  # services/ (logs, artifacts, Spark work) and course/ (workspace)
@@ -152,6 +152,22 @@ class Postgres:
             subprocess.run(_as_root(["pg_ctlcluster", self.version, self.name, "stop"]), capture_output=True)
 
 
+def postgres_uri(variable: str) -> str:
+    """The URI in COURSE_POSTGRES_URI (or _AUTH_URI, which defaults to it) with the driver the course installs."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    value = os.environ.get(variable) or os.environ["COURSE_POSTGRES_URI"]
+    try:
+        url = make_url(value)
+    except ArgumentError:
+        url = None
+    if url is None or url.get_backend_name() not in ("postgres", "postgresql"):
+        raise DeploymentError(f"{variable} must be a PostgreSQL URI such as "
+                              "postgresql://user:password@host:5432/mlflow.")
+    return url.set(drivername="postgresql+psycopg").render_as_string(hide_password=False)
+
+
 def check_database(uri: str) -> None:
     """One clear sentence when PostgreSQL is down or refuses the configured user, password or database."""
     import psycopg
@@ -160,8 +176,8 @@ def check_database(uri: str) -> None:
     where = re.sub(r"//[^@/]*@", "//", plain)  # never print the password
     try:
         psycopg.connect(plain, connect_timeout=10).close()
-    except psycopg.OperationalError as error:
-        reason = str(error).strip().splitlines()[-1]
+    except psycopg.Error as error:
+        reason = (str(error).strip().splitlines() or [type(error).__name__])[-1]
         raise DeploymentError(f"PostgreSQL at {where} refused the connection ({reason}): check the user, password "
                               "and database in COURSE_POSTGRES_URI, or that the server is running.") from None
 
@@ -176,7 +192,7 @@ def start_mlflow_server(database_uri: str, auth_database_uri: str, folder: Path,
     config = folder / "basic_auth.ini"
     config.write_text("[mlflow]\n"
                       "default_permission = READ\n"  # learners see each other's work but cannot change it
-                      f"database_uri = {auth_database_uri}\n"
+                      f"database_uri = {auth_database_uri.replace('%', '%%')}\n"  # configparser reads it
                       f"admin_username = {ADMIN}\n"
                       "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n")
     config.chmod(0o600)  # it holds the database password
@@ -203,9 +219,9 @@ def create_user(server_url: str, admin: tuple[str, str], username: str, password
         raise DeploymentError("The tracking server's auth database already has an admin whose password is not "
                               "COURSE_MLFLOW_ADMIN_PASSWORD: set that variable to the admin password it was first "
                               "brought up with (or point COURSE_POSTGRES_AUTH_URI at an empty database).")
-    if "RESOURCE_ALREADY_EXISTS" in reply.text:  # a kept database: the user stays, with today's password
+    if reply.status_code == 400 and "RESOURCE_ALREADY_EXISTS" in reply.text:  # a kept database: the user stays,
         reply = requests.patch(f"{server_url}/api/2.0/mlflow/users/update-password", auth=admin, timeout=30,
-                               json=user)
+                               json=user)  # with today's password
     if reply.status_code != 200:
         raise DeploymentError(f"The tracking server refused to create the user {username!r} "
                               f"({reply.status_code}: {reply.text[:300]}).")
@@ -333,10 +349,11 @@ def bring_up(learners: list[str], root: Path = DEPLOYMENT_ROOT, database: str = 
     postgres, services = None, []
     try:
         if os.environ.get("COURSE_POSTGRES_URI"):  # a team's own database: used as it is, never dropped
-            database_uri, auth_uri = (re.sub(r"^postgresql://", "postgresql+psycopg://", uri)  # the installed driver
-                                      for uri in (os.environ["COURSE_POSTGRES_URI"],
-                                                  os.environ.get("COURSE_POSTGRES_AUTH_URI",
-                                                                 os.environ["COURSE_POSTGRES_URI"])))
+            if not os.environ.get("COURSE_MLFLOW_ADMIN_PASSWORD"):
+                raise DeploymentError("With COURSE_POSTGRES_URI, set COURSE_MLFLOW_ADMIN_PASSWORD too: the database "
+                                      "keeps the admin that the first bring-up creates, and the next bring-up must "
+                                      "know its password.")
+            database_uri, auth_uri = map(postgres_uri, ("COURSE_POSTGRES_URI", "COURSE_POSTGRES_AUTH_URI"))
             artifacts_dir = root / "artifacts"  # kept too: the kept runs point at them
         else:
             postgres = Postgres.start()
@@ -344,7 +361,10 @@ def bring_up(learners: list[str], root: Path = DEPLOYMENT_ROOT, database: str = 
             artifacts_dir = services_dir / "artifacts"
         for uri in {database_uri, auth_uri}:
             check_database(uri)
-        server = start_mlflow_server(database_uri, auth_uri, services_dir, credentials, artifacts_dir)
+        try:
+            server = start_mlflow_server(database_uri, auth_uri, services_dir, credentials, artifacts_dir)
+        except ServingError as error:
+            raise DeploymentError(f"The tracking server did not start: {error}") from None
         services.append(server)
         java = prepare_java(services_dir)
         workers = WORKERS_PER_LEARNER * len(learners)
@@ -423,8 +443,8 @@ def main(argv: list[str] | None = None) -> int:
     learners = list(dict.fromkeys(args.learner or [os.environ.get("COURSE_LEARNER", "learner")]))
     for learner in learners:  # a name is also a prefix and part of a variable's name (COURSE_PASSWORD_ALICE)
         if not re.fullmatch(r"[a-z][a-z0-9_]*", learner) or learner == ADMIN:
-            parser.error(f"a learner's name is lower-case letters, digits and underscores, and not {ADMIN!r}: "
-                         f"{learner!r} is not.")
+            parser.error(f"a learner's name starts with a lower-case letter, has only lower-case letters, digits "
+                         f"and underscores, and is not {ADMIN!r}: {learner!r} does not fit.")
     _interrupt_once()
     started = time.perf_counter()
     try:

@@ -229,8 +229,8 @@ def start_tracking_server(store_dir: Path, port: int | None = None, timeout: flo
                           backend_store_uri: str | None = None, artifacts_dir: Path | None = None,
                           options: tuple[str, ...] = (), env: dict[str, str] | None = None) -> TrackingServer:
     """Starts `mlflow server` with a SQLite store (or `backend_store_uri`) and local artifacts in `store_dir` (or
-    `artifacts_dir`); its `.url` is the tracking URI. `options` and `env` add to the command and its environment (`course.py cluster`
-    adds PostgreSQL, basic-auth and proxied artifacts).
+    `artifacts_dir`); its `.url` is the tracking URI. `options` and `env` add to the command and its environment
+    (`course.py cluster` adds PostgreSQL, basic-auth and proxied artifacts).
 
     Its environment lets it deliver webhooks to http://127.0.0.1 (MLflow allows only https and public addresses by
     default) and turns off the job runner (GenAI jobs: seven extra processes and seconds of start-up on 2 cores).
@@ -238,10 +238,10 @@ def start_tracking_server(store_dir: Path, port: int | None = None, timeout: flo
     store_dir = Path(store_dir).resolve()
     store_dir.mkdir(parents=True, exist_ok=True)
     port = port or free_port()
+    artifacts_dir = Path(artifacts_dir or store_dir / "artifacts").resolve()
     command = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri",
-               backend_store_uri or f"sqlite:///{store_dir}/mlflow.db",
-               "--artifacts-destination", Path(artifacts_dir or store_dir / "artifacts").resolve().as_uri(), "--host", "127.0.0.1",
-               "--port", str(port), "--workers", "1", *options]
+               backend_store_uri or f"sqlite:///{store_dir}/mlflow.db", "--artifacts-destination",
+               artifacts_dir.as_uri(), "--host", "127.0.0.1", "--port", str(port), "--workers", "1", *options]
     server_env = dict(os.environ)
     server_env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), server_env.get("PATH", "")])  # uvicorn
     server_env.update(MLFLOW_WEBHOOK_ALLOWED_SCHEMES="http,https", MLFLOW_WEBHOOK_ALLOW_PRIVATE_IPS="true",

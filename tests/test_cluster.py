@@ -27,7 +27,9 @@ NOTEBOOKS = [str(path.relative_to(REPO_ROOT))
 
 
 @pytest.mark.slow
-def test_notebooks_give_their_committed_outputs_on_the_cluster_and_nothing_is_left_running(tmp_path):
+def test_notebooks_give_their_committed_outputs_on_the_cluster_and_nothing_is_left_running(tmp_path, monkeypatch):
+    for name in ("COURSE_POSTGRES_URI", "COURSE_POSTGRES_AUTH_URI"):  # never a team's own database
+        monkeypatch.delenv(name, raising=False)
     deployment = bring_up(["learner"], root=tmp_path / "deployment", database="course_mlflow_cluster_test")
     try:
         master_ui = deployment.services[1].url

@@ -177,20 +177,39 @@ def test_only_the_admin_manages_webhooks_and_the_learner_gets_their_own_identity
 @pytest.mark.slow
 def test_a_kept_database_keeps_its_users_and_work_and_a_changed_admin_password_is_one_sentence(server, alices_model,
                                                                                                 tmp_path):
-    tracking, credentials, database = server  # a second server on the same two databases, as with COURSE_POSTGRES_URI
-    kept = Credentials(postgres=credentials.postgres, admin=credentials.admin,
-                       learners={"alice": credentials.learners["alice"], "carol": "carols-password"})
-    second = start_mlflow_server(database, database + "_auth", tmp_path / "second", kept)
-    try:
-        models = requests.get(second.url + API + "/registered-models/get", params={"name": alices_model},
-                              auth=("carol", "carols-password"), timeout=30)
-        assert models.status_code == 200  # a new learner joined, and alice's model is still there
-        assert call(server, "/registered-models/get", "alice", {"name": alices_model}, "GET").status_code == 200
+    tracking, credentials, database = server  # more servers on the same two databases, as with COURSE_POSTGRES_URI
+
+    def bring_up_again(folder: str, admin: str, learners: dict[str, str]):
+        kept = Credentials(postgres=credentials.postgres, admin=admin, learners=learners)
+        return start_mlflow_server(database, database + "_auth", tmp_path / folder, kept)
+
+    def carol_reads_alices_model(url: str, password: str) -> int:
+        return requests.get(url + API + "/registered-models/get", params={"name": alices_model},
+                            auth=("carol", password), timeout=30).status_code
+
+    bring_up_again("second", credentials.admin, {"carol": "carols-first-password"}).stop()  # carol joins
+    third = bring_up_again("third", credentials.admin, {"carol": "carols-second-password"})
+    try:  # carol is kept, with the password of this bring-up; alice's model is still there
+        assert carol_reads_alices_model(third.url, "carols-second-password") == 200
+        assert carol_reads_alices_model(third.url, "carols-first-password") == 401
     finally:
-        second.stop()
-    changed = Credentials(postgres=credentials.postgres, admin="not-the-first-admin-password", learners={"dave": "d"})
+        third.stop()
     with pytest.raises(DeploymentError, match="already has an admin whose password is not COURSE_MLFLOW_ADMIN"):
-        start_mlflow_server(database, database + "_auth", tmp_path / "third", changed)
+        bring_up_again("fourth", "not-the-first-admin-password", {"dave": "daves-password-1"})
+
+
+def test_a_team_database_needs_a_postgres_uri_and_the_admin_password(monkeypatch, tmp_path):
+    from helpers.deployment import bring_up, postgres_uri
+
+    monkeypatch.setenv("COURSE_POSTGRES_URI", "postgres://mlflow:p%40ss@db.example:5432/mlflow")
+    monkeypatch.delenv("COURSE_POSTGRES_AUTH_URI", raising=False)
+    assert postgres_uri("COURSE_POSTGRES_AUTH_URI") == "postgresql+psycopg://mlflow:p%40ss@db.example:5432/mlflow"
+    monkeypatch.setenv("COURSE_POSTGRES_AUTH_URI", "mysql://mlflow@db.example/auth")
+    with pytest.raises(DeploymentError, match="^COURSE_POSTGRES_AUTH_URI must be a PostgreSQL URI such as"):
+        postgres_uri("COURSE_POSTGRES_AUTH_URI")
+    monkeypatch.delenv("COURSE_MLFLOW_ADMIN_PASSWORD", raising=False)
+    with pytest.raises(DeploymentError, match="^With COURSE_POSTGRES_URI, set COURSE_MLFLOW_ADMIN_PASSWORD too"):
+        bring_up(["learner"], root=tmp_path)  # refused before anything starts
 
 
 @pytest.mark.slow
@@ -217,12 +236,11 @@ def test_stopping_the_server_leaves_no_process(server):
         requests.get(tracking.url + "/health", timeout=5)
 
 
-@pytest.mark.parametrize("name", ["Alice", "bob-2", "admin"])
+@pytest.mark.parametrize("name", ["Alice", "bob-2", "_carol", "admin"])
 def test_a_learner_name_that_cannot_be_a_user_prefix_and_variable_is_refused(name, capsys):
     from helpers.deployment import main
 
     with pytest.raises(SystemExit) as stopped:
         main(["--learner", "alice", "--learner", name])  # refused before anything starts
     assert stopped.value.code == 2
-    assert f"a learner's name is lower-case letters, digits and underscores, and not 'admin': {name!r}" in \
-        capsys.readouterr().err
+    assert f"is not 'admin': {name!r} does not fit." in capsys.readouterr().err
