@@ -76,6 +76,7 @@ def run_notebook(source: Path, output: Path, parameters: dict, kernel: str, time
     import papermill
     from papermill.exceptions import PapermillExecutionError
 
+    output.parent.mkdir(parents=True, exist_ok=True)  # a prerequisite run from a notebook: no runner made it
     started = time.monotonic()
     try:
         papermill.execute_notebook(str(source), str(output), parameters=parameters, kernel_name=kernel,
