@@ -86,3 +86,11 @@ def test_clean_for_commit_drops_papermills_bookkeeping(tmp_path):
     clean_for_commit(path)
     cleaned = nbformat.read(path, as_version=4)
     assert "papermill" not in cleaned.metadata and cleaned.cells[0].metadata == {}
+
+
+def test_a_prerequisite_run_from_a_notebook_needs_no_runner_before_it(workspace, notebooks):
+    # A learner opens 04 first: it runs 02 itself, in a workspace where no runner has made executed/ yet.
+    write_notebook(notebooks / "02_tuning.ipynb", "print('tuned')")
+    assert not (workspace / "executed").exists()
+    runner.run_prerequisite("02_tuning.ipynb", "Runs of 02 are missing")
+    assert "tuned" in (workspace / "executed" / "02_tuning.ipynb").read_text()
