@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -25,7 +26,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent
 VENV = ROOT / ".venv"
-INSTALL_INPUTS = ("requirements.txt", "pyproject.toml")
+INSTALL_INPUTS = ("requirements.lock", "pyproject.toml")  # a change to either re-installs
 
 
 def fail(message: str) -> None:
@@ -44,19 +45,33 @@ def environment_python() -> Path:
     return python
 
 
+def install_command(python: Path) -> list[list[str]]:
+    """The commands that install the lock and the helpers package: uv if it can be had (seconds), else pip."""
+    lock = str(ROOT / "requirements.lock")
+    uv = [str(python), "-m", "uv", "pip", "install", "--python", str(python), "-q"]
+    if subprocess.run([*uv[:3], "--version"], capture_output=True).returncode != 0:
+        uv_pin = re.search(r"^uv==([\w.]+)", (ROOT / "requirements.lock").read_text(), flags=re.M).group(1)
+        bootstrap = [str(python), "-m", "pip", "install", "--disable-pip-version-check", "-q", f"uv=={uv_pin}"]
+        if subprocess.run(bootstrap).returncode != 0:
+            print("Could not install uv; installing with pip instead (a few minutes).", flush=True)
+            pip = [str(python), "-m", "pip", "install", "--disable-pip-version-check", "-q"]
+            return [[*pip, "--require-hashes", "-r", lock], [*pip, "--no-deps", "-e", str(ROOT)]]
+    return [[*uv, "--require-hashes", "-r", lock], [*uv, "--no-deps", "-e", str(ROOT)]]
+
+
 def ensure_installed(python: Path) -> None:
-    """pip-installs the pinned requirements and the helpers package, unless they are installed already."""
+    """Installs requirements.lock (every package pinned, with hashes) and the helpers package, unless done already."""
     digest = hashlib.sha256(b"".join((ROOT / name).read_bytes() for name in INSTALL_INPUTS)).hexdigest()
     prefix = Path(subprocess.run([str(python), "-c", "import sys; print(sys.prefix)"],
                                  capture_output=True, text=True, check=True).stdout.strip())
     stamp = prefix / "mlflow-spark-course.installed"
     if stamp.exists() and stamp.read_text() == f"{digest} {ROOT}":
         return
-    print("Installing the course's pinned requirements (a few minutes the first time) ...", flush=True)
-    command = [str(python), "-m", "pip", "install", "--disable-pip-version-check", "-q",
-               "-r", str(ROOT / "requirements.txt"), "-e", str(ROOT)]
-    if subprocess.run(command).returncode != 0:
-        fail("pip could not install the requirements; read pip's message above (network or proxy settings?).")
+    print("Installing the course's locked requirements (about a minute the first time) ...", flush=True)
+    for command in install_command(python):
+        if subprocess.run(command).returncode != 0:
+            fail("the requirements could not be installed; read the installer's message above "
+                 "(network or proxy settings?).")
     stamp.write_text(f"{digest} {ROOT}")
 
 
@@ -65,7 +80,7 @@ def main(argv: list[str]) -> int:
         fail(f"the course needs Python 3.11 or newer (its pinned packages do); this is {sys.version.split()[0]}.")
     commands = {
         "run": ["-m", "helpers.runner"],
-        "test": ["-m", "pytest"],
+        "test": ["-m", "pytest", "-n", "2", "--dist", "loadgroup"],  # notebooks in one worker, unit tests in the other
         "cluster": ["-m", "helpers.deployment"],
         "lab": ["-m", "jupyterlab", f"--notebook-dir={ROOT / 'notebooks'}"],
         "ui": ["-m", "helpers.cli", "ui"],

@@ -1,5 +1,8 @@
 """The environment files agree with each other, and the README's commands are what CI runs."""
+import importlib.util
 import re
+import sys
+from pathlib import Path
 
 import yaml
 
@@ -15,6 +18,43 @@ def pip_pins() -> dict[str, str]:
             assert version, f"requirements.txt: {line!r} is not pinned with =="
             pins[name.lower()] = version
     return pins
+
+
+def package(requirement: str) -> str:
+    """The distribution name of `mlflow[auth]` or `psycopg-binary`, normalised as pip compares them."""
+    return re.sub(r"[-_.]+", "-", requirement.split("[")[0]).lower()
+
+
+def lock_pins() -> dict[str, str]:
+    """requirements.lock: every package with its version; each entry must be pinned and carry hashes."""
+    text = (REPO_ROOT / "requirements.lock").read_text()
+    entries = re.split(r"\n(?=\S)", "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("#")))
+    pins = {}
+    for entry in filter(str.strip, entries):
+        match = re.match(r"([\w.\[\],-]+)==([\w.]+)", entry)
+        assert match, f"requirements.lock: {entry.splitlines()[0]!r} is not pinned with =="
+        assert "--hash=sha256:" in entry, f"requirements.lock: {match.group(1)} has no hash"
+        pins[package(match.group(1))] = match.group(2)
+    return pins
+
+
+def test_the_lock_pins_every_requirement_at_its_top_level_pin():
+    # Refresh after editing requirements.txt: see README, "Dependencies".
+    locked = lock_pins()
+    assert len(locked) > 100  # the transitive packages too, not only the top-level ones
+    disagree = {name: (version, locked.get(package(name))) for name, version in pip_pins().items()
+                if locked.get(package(name)) != version}
+    assert not disagree, f"requirements.txt and requirements.lock disagree (pin, lock): {disagree}"
+
+
+def test_course_py_installs_the_lock_and_nothing_unpinned():
+    spec = importlib.util.spec_from_file_location("course_script", REPO_ROOT / "course.py")
+    course = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(course)
+    assert "requirements.lock" in course.INSTALL_INPUTS  # a changed lock re-installs
+    commands = course.install_command(Path(sys.executable))
+    assert commands[0][-3:] == ["--require-hashes", "-r", str(REPO_ROOT / "requirements.lock")]
+    assert commands[1][-3:] == ["--no-deps", "-e", str(REPO_ROOT)]  # the helpers package adds no dependency
 
 
 def test_conda_environment_has_the_same_pins_as_pip():
