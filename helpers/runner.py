@@ -4,6 +4,7 @@
     course-run --only 00 01          # a subset, by number prefix
     course-run --fresh               # delete the workspace first
     course-run --write-back          # refresh the committed outputs in notebooks/ (maintainers)
+    course-run --fresh --profile     # the speed report: each notebook in reference floors, and its slowest cells
 """
 from __future__ import annotations
 
@@ -15,9 +16,16 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from helpers.config import REPO_ROOT, display_path, settings
+from jupyter_client.manager import AsyncKernelManager
+from traitlets import Unicode
+
+from helpers.config import REPO_ROOT, display_path, settings, workspace_dir
 
 NOTEBOOK_DIR = REPO_ROOT / "notebooks"
+# The least any notebook can cost: a fresh kernel, a plain Spark session with Delta, one count of a table.
+REFERENCE_FLOOR = REPO_ROOT / "benchmarks" / "reference_floor.ipynb"
+# A lesson may cost this many floors, plus one per extra process it is about (its metadata's course.extra_processes).
+FLOORS_PER_LESSON = 3
 # Papermill's bookkeeping, dropped from committed notebooks so that a refresh only changes real outputs.
 PAPERMILL_KEYS = ("papermill", "execution")
 
@@ -72,6 +80,33 @@ def clean_for_commit(path: Path) -> None:
     nbformat.write(notebook, path)
 
 
+class LoggedKernelManager(AsyncKernelManager):
+    """A kernel whose own terminal output goes to a log file. ipykernel copies whatever a cell's child processes (a
+    project run, a JVM) write to its file descriptors both into the cell and to the terminal the kernel was started
+    from: the cells keep it, and the runner's console keeps only its progress lines and table."""
+
+    log_path = Unicode("", config=True, help="the file that receives the kernel process's stdout and stderr")
+
+    async def _async_launch_kernel(self, kernel_cmd: list[str], **kw) -> None:
+        if not self.log_path:
+            return await super()._async_launch_kernel(kernel_cmd, **kw)
+        with open(self.log_path, "ab") as log:  # the kernel gets its own copy of the descriptor
+            return await super()._async_launch_kernel(kernel_cmd, **{"stdout": log, "stderr": log, **kw})
+
+
+def kernel_config(log: Path):
+    from traitlets.config import Config
+
+    # Kernels talk to the runner over local sockets (IPC), not TCP: nothing to eavesdrop on, and no
+    # "Kernel is running over TCP without encryption" warning from every kernel.
+    return Config({"KernelManager": {"transport": "ipc"}, "LoggedKernelManager": {"log_path": str(log)},
+                   "NotebookClient": {"kernel_manager_class": LoggedKernelManager}})
+
+
+def kernel_log() -> Path:
+    return workspace_dir("logs") / "kernels.log"
+
+
 def run_notebook(source: Path, output: Path, parameters: dict, kernel: str, timeout: int) -> Result:
     import papermill
     from papermill.exceptions import PapermillExecutionError
@@ -81,11 +116,11 @@ def run_notebook(source: Path, output: Path, parameters: dict, kernel: str, time
     try:
         papermill.execute_notebook(str(source), str(output), parameters=parameters, kernel_name=kernel,
                                    cwd=str(source.parent), progress_bar=sys.stderr.isatty(),
-                                   execution_timeout=timeout, log_output=False)
+                                   execution_timeout=timeout, log_output=False, config=kernel_config(kernel_log()))
     except PapermillExecutionError as error:
         message = (f"{source.name} failed in cell {error.cell_index} (execution count {error.exec_count}): "
                    f"{error.ename}: {error.evalue}. The executed notebook, with the traceback, is "
-                   f"{display_path(output)}.")
+                   f"{display_path(output)}; the kernel's own output is in {display_path(kernel_log())}.")
         return Result(source.name, "failed", time.monotonic() - started, message)
     return Result(source.name, "passed", time.monotonic() - started)
 
@@ -114,6 +149,59 @@ def print_table(results: list[Result]) -> None:
         print(f"{r.notebook:<{width}}  {r.status:<7}  {seconds}")
     total = sum(r.seconds for r in results)
     print(f"{'total':<{width}}  {'':<7}  {total:7.1f}")
+
+
+@dataclass
+class CellTime:
+    index: int
+    seconds: float
+    first_line: str
+
+
+def slowest_cells(executed: Path, count: int = 3) -> list[CellTime]:
+    """The slowest code cells of an executed notebook, from the durations papermill records in its metadata."""
+    import nbformat
+
+    cells = [CellTime(index, cell.metadata.get("papermill", {}).get("duration") or 0.0,
+                      next((line for line in cell.source.splitlines() if line.strip()), ""))
+             for index, cell in enumerate(nbformat.read(executed, as_version=4).cells) if cell.cell_type == "code"]
+    return sorted(cells, key=lambda cell: -cell.seconds)[:count]
+
+
+def lesson_budget(notebook: Path) -> int:
+    """Reference floors a lesson may cost: 3, plus one per extra process it is about (a project run, a job)."""
+    import nbformat
+
+    extra = nbformat.read(notebook, as_version=4).metadata.get("course", {}).get("extra_processes", 0)
+    return FLOORS_PER_LESSON + int(extra)
+
+
+def measure_floor(kernel: str) -> Result:
+    """Runs the reference-floor notebook; it needs the retail_features table of notebook 00."""
+    executed = settings().workspace / "executed" / REFERENCE_FLOOR.name
+    return run_notebook(REFERENCE_FLOOR, executed, {}, kernel, 600)
+
+
+def print_profile(results: list[Result], floor: Result) -> None:
+    """The speed report: seconds, reference floors and budget per notebook, and each one's slowest cells."""
+    if floor.status != "passed":
+        print(f"\nNo speed report: the reference floor did not run. {floor.error}")
+        return
+    executed = settings().workspace / "executed"
+    print(f"\nSpeed report: reference floor {floor.seconds:.1f} s (a fresh kernel, a plain local Spark session "
+          "with Delta, one count of retail_features)")
+    width = max(len(r.notebook) for r in results)
+    print(f"{'notebook':<{width}}  {'seconds':>7}  {'floors':>6}  {'budget':>6}  slowest cells (index: seconds)")
+    for r in results:
+        if r.status != "passed":
+            continue
+        budget = lesson_budget(NOTEBOOK_DIR / r.notebook)
+        floors = r.seconds / floor.seconds
+        cells = ", ".join(f"{c.index}: {c.seconds:.1f} ({c.first_line[:30]})" for c in slowest_cells(executed / r.notebook))
+        print(f"{r.notebook:<{width}}  {r.seconds:7.1f}  {floors:6.1f}  {budget:6d}{' !' if floors > budget else '  '}"
+              f"  {cells}")
+    total = sum(r.seconds for r in results if r.status == "passed")
+    print(f"{'total':<{width}}  {total:7.1f}  {total / floor.seconds:6.1f}   ('!': over its budget)")
 
 
 def run_course(notebooks: list[Path], parameters: dict, kernel: str = "python3", timeout: int = 1800,
@@ -146,6 +234,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="copy the executed notebooks, outputs included, back into notebooks/ (maintainers)")
     parser.add_argument("--kernel", default="python3", help="the Jupyter kernel to run (default: python3)")
     parser.add_argument("--timeout", type=int, default=1800, help="seconds one cell may take (default: 1800)")
+    parser.add_argument("--profile", action="store_true",
+                        help="then measure the reference floor and print each notebook's floors and slowest cells")
     args = parser.parse_args(argv)
 
     if args.write_back and args.parameter:
@@ -159,6 +249,8 @@ def main(argv: list[str] | None = None) -> int:
     results = run_course(course_notebooks(args.only), parse_parameters(args.parameter), args.kernel, args.timeout,
                          args.write_back)
     print_table(results)
+    if args.profile:
+        print_profile(results, measure_floor(args.kernel))
     failed = [r for r in results if r.status == "failed"]
     if failed:
         print(f"\n{failed[0].error}", file=sys.stderr)

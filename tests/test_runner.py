@@ -94,3 +94,23 @@ def test_a_prerequisite_run_from_a_notebook_needs_no_runner_before_it(workspace,
     assert not (workspace / "executed").exists()
     runner.run_prerequisite("02_tuning.ipynb", "Runs of 02 are missing")
     assert "tuned" in (workspace / "executed" / "02_tuning.ipynb").read_text()
+
+
+def test_the_speed_report_states_each_notebook_in_reference_floors_and_names_its_slowest_cell(
+        workspace, notebooks, tmp_path, monkeypatch, capsys):
+    floor = write_notebook(tmp_path / "floor.ipynb", "import time; time.sleep(0.5)")
+    monkeypatch.setattr(runner, "REFERENCE_FLOOR", floor)
+    write_notebook(notebooks / "00_quick.ipynb", "x = 1")
+    slow = write_notebook(notebooks / "01_slow.ipynb", "y = 2", "import time\ntime.sleep(2.5)  # the slow one")
+    notebook = nbformat.read(slow, as_version=4)
+    notebook.metadata["course"] = {"extra_processes": 2}  # a lesson about two extra processes may cost 3 + 2 floors
+    nbformat.write(notebook, slow)
+    assert main(["--profile"]) == 0
+    out = capsys.readouterr().out
+    floor_seconds = float(re.search(r"reference floor (\d+\.\d) s", out).group(1))
+    row = re.search(r"^01_slow.ipynb +(\d+\.\d) +(\d+\.\d) +5 .*1: (\d+\.\d) \(import time\)", out, flags=re.M)
+    assert row, out
+    seconds, floors, cell_seconds = map(float, row.groups())
+    assert floors == pytest.approx(seconds / floor_seconds, rel=0.1)  # both printed to one decimal
+    assert 2.5 <= cell_seconds < seconds
+    assert re.search(r"^00_quick.ipynb +\d+\.\d +\d+\.\d +3 ", out, flags=re.M)
