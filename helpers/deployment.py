@@ -1,7 +1,7 @@
 """The course on a small real deployment on 127.0.0.1, changed by configuration only (`python3 course.py cluster`).
 
     PostgreSQL (the operating system's)  <-  mlflow server --app-name basic-auth --serve-artifacts  <-  notebooks
-    Spark standalone master + three one-core workers per learner (spark-class, from pyspark)        <-  notebooks
+    Spark standalone master + two one-core workers per learner (spark-class, from pyspark)        <-  notebooks
 
 The notebooks learn nothing new: they receive COURSE_SPARK_MASTER, MLFLOW_TRACKING_URI and the learner's
 MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD, as they would for a team's own cluster and tracking server
@@ -41,9 +41,9 @@ from helpers.webhooks import TrackingServer, start_tracking_server
 DEPLOYMENT_ROOT = REPO_ROOT / "cluster-workspace"  # services/ (logs, artifacts, Spark work) and course/ (workspace)
 DATABASE = "course_mlflow"  # its user has the same name; the auth store is DATABASE + "_auth"
 ADMIN = "admin"
-# Notebook 07 runs three Spark applications at once (its kernel, the `course-cd4ml` command, the training project
-# that command starts), and each application gets one core (see start_spark_cluster).
-WORKERS_PER_LEARNER, WORKER_MEMORY = 3, "3g"
+# Notebook 07 runs two Spark applications at once (its kernel, and the training project or the `course-cd4ml`
+# command it starts), and each application gets one core (see start_spark_cluster).
+WORKERS_PER_LEARNER, WORKER_MEMORY = 2, "3g"
 
 
 class DeploymentError(RuntimeError):

@@ -1,5 +1,7 @@
 """The CD4ML pipeline as one unattended command: [monitor ->] train -> register -> validate -> promote -> batch score.
 
+It trains with the MLflow Project's own step (helpers/training.py, what `mlflow run mlproject` runs), in this process.
+
     course-cd4ml --reg-param 0.0 --date 2024-12-01
     course-cd4ml --table retail_features --data-version 3 --model-name retail_age_model --no-score
     course-cd4ml --version 7          # validate (and score with) a version registered elsewhere: a webhook's job
@@ -36,30 +38,31 @@ def month_argument(text: str) -> dt.date:
         raise argparse.ArgumentTypeError(f"{text!r} is not a month written YYYY-MM, such as 2024-12.") from None
 
 
-def train(table: str, data_version: str, reg_param: float, elastic_net_param: float, model_name: str,
-          experiment: str = EXPERIMENT) -> str:
-    """Runs the MLflow Project's train entry point in this environment; returns the version it registered."""
+def experiment_id(name: str) -> str:
+    """The id of the course experiment `name`, created if needed. Runs go there by id, not mlflow.set_experiment,
+    which would change the caller's active experiment (and MLFLOW_EXPERIMENT_ID, which every later process inherits)."""
     import mlflow
-    from mlflow import MlflowClient
-    from mlflow.exceptions import ExecutionException
 
-    from helpers.tracking import course_experiment, quiet_mlflow
+    from helpers.tracking import course_experiment
+
+    name = course_experiment(name)  # creates it on the course's own store; a server's is created here
+    found = mlflow.get_experiment_by_name(name)
+    return found.experiment_id if found else mlflow.create_experiment(name)
+
+
+def train(spark, table: str, data_version: str, reg_param: float, elastic_net_param: float, model_name: str,
+          experiment: str = EXPERIMENT) -> str:
+    """The training project's step, run in this process on its Spark (no second JVM); returns the version registered."""
+    import mlflow
+
+    from helpers.tracking import quiet_mlflow
+    from helpers.training import train_and_register
 
     quiet_mlflow()
-    # Synchronous: the entry point runs as a child of this process, under its logging set-up. (Asynchronous runs
-    # go through a second `mlflow run` process, whose INFO lines name a fresh temporary folder every time.)
-    try:
-        submitted = mlflow.projects.run(str(PROJECT), entry_point="train", env_manager="local", synchronous=True,
-                                        experiment_name=course_experiment(experiment),
-                                        parameters={"table": table, "data_version": data_version,
-                                                    "reg_param": reg_param, "elastic_net_param": elastic_net_param,
-                                                    "model_name": model_name})
-    except ExecutionException as error:
-        raise PipelineError(f"the training project failed ({error}); its output is above.") from None
-    versions = MlflowClient().search_model_versions(f"run_id = '{submitted.run_id}'")
-    if not versions:
-        raise PipelineError(f"the training run {submitted.run_id} registered no version of {model_name}.")
-    return str(versions[0].version)
+    if not spark.catalog.tableExists(table):
+        raise PipelineError(f"there is no table {table!r} in the course workspace; run notebook 00 first.")
+    with mlflow.start_run(experiment_id=experiment_id(experiment), run_name="course-cd4ml-train"):
+        return train_and_register(spark, table, data_version, reg_param, elastic_net_param, model_name).model_version
 
 
 def existing_version(model_name: str, version: str) -> str:
@@ -100,8 +103,6 @@ def monitor(spark, model_name: str, month: dt.date, thresholds: MonitoringThresh
     from helpers.features import LABEL, feature_names
     from helpers.gate import split
     from helpers.monitoring import active_customer_features, assess, training_data
-    from helpers.tracking import course_experiment
-
     from mlflow.exceptions import MlflowException
 
     try:
@@ -126,12 +127,7 @@ def monitor(spark, model_name: str, month: dt.date, thresholds: MonitoringThresh
     report = assess(reference.select(columns).toPandas(), current.select(columns).toPandas(), columns,
                     evaluator.evaluate(model.transform(current)),
                     evaluator.evaluate(model.transform(split(reference)[1])), thresholds)
-    # Into the monitoring experiment without mlflow.set_experiment, which would change the caller's active experiment
-    # (and MLFLOW_EXPERIMENT_ID, which every later process inherits).
-    name = course_experiment(MONITORING_EXPERIMENT)
-    experiment = mlflow.get_experiment_by_name(name)
-    experiment_id = experiment.experiment_id if experiment else mlflow.create_experiment(name)
-    with mlflow.start_run(experiment_id=experiment_id, run_name=f"monitoring-{month:%Y-%m}"):
+    with mlflow.start_run(experiment_id=experiment_id(MONITORING_EXPERIMENT), run_name=f"monitoring-{month:%Y-%m}"):
         mlflow.log_params({"month": f"{month:%Y-%m}", "model_version": champion.version, "reference_table": table,
                            "reference_version": version, "max_psi": thresholds.max_psi,
                            "max_rmse_increase": thresholds.max_rmse_increase})
@@ -216,7 +212,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.version:
             version = existing_version(args.model_name, args.version)
         else:
-            version = train(args.table, args.data_version, args.reg_param, args.elastic_net_param, args.model_name)
+            version = train(spark, args.table, args.data_version, args.reg_param, args.elastic_net_param,
+                            args.model_name)
             print(f"course-cd4ml: trained and registered {args.model_name} version {version}", flush=True)
         held_out = split(spark.read.table(args.table))[1]
         result = validate(spark, args.model_name, version, held_out, Thresholds(args.max_rmse, args.max_worse))

@@ -1,7 +1,8 @@
 """The training project and the validation gate, for real: `mlflow run`, Spark, Delta and the registry.
 
-A small features table with a real signal stands in for `retail_features`; the project trains on it through both
-`mlflow run` and `mlflow.projects.run`, and the gate decides which versions become @champion.
+A small features table with a real signal stands in for `retail_features`; the project trains on it through
+`mlflow run` and through `course-cd4ml`'s in-process training step (the same code), and the gate decides which
+versions become @champion.
 """
 import subprocess
 import sys
@@ -40,10 +41,10 @@ def course(spark):
 
 
 def train(course, *, via: str, reg_param: float = 0.0) -> str:
-    """Runs the project's train entry point through `mlflow run` ("cli") or `course-cd4ml`'s own training step,
-    `mlflow.projects.run` ("api"); returns the new version of MODEL."""
-    if via == "api":
-        return train_step("gate_features", "latest", reg_param, 0.0, MODEL)
+    """Runs the project's train entry point through `mlflow run` ("cli") or `course-cd4ml`'s training step in this
+    process ("pipeline"); returns the new version of MODEL."""
+    if via == "pipeline":
+        return train_step(course, "gate_features", "latest", reg_param, 0.0, MODEL)
     client = MlflowClient()
     before = {int(v.version) for v in client.search_model_versions(f"name = '{MODEL}'")}
     command = [sys.executable, "-m", "mlflow", "run", str(PROJECT), "-e", "train", "--env-manager", "local",
@@ -60,6 +61,18 @@ def held_out(course):
     return split(course.read.table("gate_features"))[1]
 
 
+def champion_of(model: str = MODEL) -> str:
+    return str(MlflowClient().get_model_version_by_alias(model, "champion").version)
+
+
+@pytest.fixture(scope="module")
+def champion(course) -> str:
+    """A first version of MODEL, trained as the project trains it and promoted by the gate (no champion to beat)."""
+    version = train(course, via="pipeline")
+    assert validate(course, MODEL, version, held_out(course)).passed
+    return version
+
+
 def test_mlflow_run_trains_on_a_delta_version_and_registers_a_version(course):
     version = train(course, via="cli")
     model_version = MlflowClient().get_model_version(MODEL, version)
@@ -70,34 +83,45 @@ def test_mlflow_run_trains_on_a_delta_version_and_registers_a_version(course):
     assert [d.dataset.name for d in run.inputs.dataset_inputs] == ["gate_features"]
 
 
-def test_the_first_version_passes_the_gate_and_becomes_champion(course):
-    version = str(max(int(v.version) for v in MlflowClient().search_model_versions(f"name = '{MODEL}'")))
-    result = validate(course, MODEL, version, held_out(course))
-    assert result.passed and result.champion_version is None
-    assert str(MlflowClient().get_model_version_by_alias(MODEL, "champion").version) == version
+def test_the_pipelines_training_step_records_what_the_project_records(course):
+    version = train(course, via="pipeline", reg_param=0.1)
+    run = mlflow.get_run(MlflowClient().get_model_version(MODEL, version).run_id)
+    assert run.data.params["reg_param"] == "0.1" and run.data.params["delta_version"] == "0"
+    assert run.data.metrics["held_out_rmse"] < 1.0
+    assert [d.dataset.name for d in run.inputs.dataset_inputs] == ["gate_features"]
 
 
-def test_a_worse_model_never_becomes_champion(course):
-    champion = str(MlflowClient().get_model_version_by_alias(MODEL, "champion").version)
-    worse = train(course, via="api", reg_param=50.0)  # heavy shrinkage: predictions near the mean age
+def test_the_first_version_of_a_model_passes_the_gate_and_becomes_champion(course):
+    first_model = f"{MODEL}_first"
+    version = train_step(course, "gate_features", "latest", 0.0, 0.0, first_model)
+    result = validate(course, first_model, version, held_out(course))
+    assert result.passed and result.champion_version is None and "no champion to beat" in result.reason
+    assert champion_of(first_model) == version
+
+
+def test_a_worse_model_never_becomes_champion(course, champion):
+    before = champion_of()
+    worse = train(course, via="pipeline", reg_param=50.0)  # heavy shrinkage: predictions near the mean age
     result = validate(course, MODEL, worse, held_out(course))
     assert not result.passed and "worse than the champion" in result.reason
     client = MlflowClient()
-    assert str(client.get_model_version_by_alias(MODEL, "champion").version) == champion
+    assert champion_of() == before
     tags = client.get_model_version(MODEL, worse).tags
     assert tags["validation_status"] == "rejected" and tags["validation_reason"] == result.reason
     assert float(tags["held_out_rmse"]) > float(tags["champion_rmse"])
 
 
-def test_an_absolute_limit_refuses_even_without_a_better_champion(course):
-    version = str(MlflowClient().get_model_version_by_alias(MODEL, "champion").version)
+def test_an_absolute_limit_refuses_even_without_a_better_champion(course, champion):
+    version = champion_of()
     result = validate(course, MODEL, version, held_out(course), Thresholds(max_rmse=0.01))
     assert not result.passed and "above the limit" in result.reason
-    assert str(MlflowClient().get_model_version_by_alias(MODEL, "champion").version) == version
+    assert champion_of() == version
 
 
 def test_a_signed_webhook_delivery_runs_the_gate_and_a_forged_one_changes_nothing(course, tmp_path):
-    """The CD4ML loop on real processes: project run -> `mlflow server` -> signed webhook -> gate -> @champion."""
+    """The CD4ML loop on real processes: training -> `mlflow server` -> signed webhook -> gate -> @champion.
+    The server's store has a champion first, and the delivered version is worse: only a gate that really ran
+    against it refuses the version."""
     from helpers.webhooks import WebhookReceiver, start_tracking_server
 
     saved = mlflow.get_tracking_uri()
@@ -105,28 +129,40 @@ def test_a_signed_webhook_delivery_runs_the_gate_and_a_forged_one_changes_nothin
 
     def on_delivery(payload: dict) -> None:  # what the CI server does when a version is created
         data = payload["data"]
-        gated.append(validate(course, data["name"], data["version"], held_out(course)))
+        if data["name"] == MODEL:
+            gated.append(validate(course, data["name"], data["version"], held_out(course)))
+
+    def wait_for_gate(count: int) -> None:
+        deadline = time.monotonic() + 120
+        while len(gated) < count and time.monotonic() < deadline:
+            time.sleep(0.2)
 
     secret = "course-webhook-secret"
     with start_tracking_server(tmp_path / "server") as server, \
             WebhookReceiver(secret, on_delivery=on_delivery) as receiver:
         mlflow.set_tracking_uri(server.url)
         try:
+            first = train(course, via="pipeline")
+            assert validate(course, MODEL, first, held_out(course)).passed  # the server's champion
             MlflowClient().create_webhook(name="ci", url=receiver.url, events=["model_version.created"],
                                           secret=secret)
-            version = train(course, via="api")
-            receiver.wait_for(lambda d: d["payload"]["data"]["version"] == version, timeout=60)
-            deadline = time.monotonic() + 120
-            while not gated and time.monotonic() < deadline:
-                time.sleep(0.5)
-            assert gated and gated[0].passed and gated[0].version == version
-            assert str(MlflowClient().get_model_version_by_alias(MODEL, "champion").version) == version
+            worse = train(course, via="pipeline", reg_param=50.0)
+            receiver.wait_for(lambda d: d["payload"]["data"]["version"] == worse, timeout=60)
+            wait_for_gate(1)
+            assert [(g.version, g.passed) for g in gated] == [(worse, False)]
+            assert champion_of() == first
 
-            forged = {"entity": "model_version", "action": "created",
-                      "data": {"name": MODEL, "version": version}}
+            better = train(course, via="pipeline")  # as good as the champion: the gate promotes it
+            wait_for_gate(2)
+            assert (gated[1].version, gated[1].passed) == (better, True) and champion_of() == better
+
+            accepted = len(receiver.accepted)
+            forged = {"entity": "model_version", "action": "created", "data": {"name": MODEL, "version": first}}
             reply = requests.post(receiver.url, json=forged, timeout=10,
                                   headers={"X-MLflow-Delivery-Id": "forged", "X-MLflow-Timestamp": "1"})
-            assert reply.status_code in (400, 401) and len(gated) == 1
+            assert reply.status_code in (400, 401) and len(receiver.accepted) == accepted
+            time.sleep(1)  # a callback, had the forgery been queued, would have run by now
+            assert len(gated) == 2 and champion_of() == better
         finally:
             mlflow.set_tracking_uri(saved)
 
@@ -137,21 +173,20 @@ def pipeline(*arguments: str) -> subprocess.CompletedProcess:
                            "--model-name", MODEL, *arguments], capture_output=True, text=True, timeout=900)
 
 
-def test_the_pipeline_command_exits_1_when_the_gate_refuses_and_0_when_it_passes(course):
+def test_the_pipeline_command_exits_1_when_the_gate_refuses_and_0_when_it_passes(course, champion):
     client = MlflowClient()
-    champion = str(client.get_model_version_by_alias(MODEL, "champion").version)
-    worse = next(v.version for v in client.search_model_versions(f"name = '{MODEL}'")  # refused in-process above
-                 if float(mlflow.get_run(v.run_id).data.params["reg_param"]) == 50.0)
-    refused = pipeline("--version", str(worse), "--no-score")  # what a job triggered by the webhook runs
+    before = champion_of()
+    worse = train(course, via="pipeline", reg_param=50.0)  # registered, not yet validated
+    refused = pipeline("--version", worse, "--no-score")  # what a job triggered by the webhook runs
     assert refused.returncode == 1, refused.stderr[-3000:]
-    assert "the gate refused" in refused.stderr and f"@champion stays version {champion}" in refused.stderr
-    assert str(client.get_model_version_by_alias(MODEL, "champion").version) == champion
+    assert "the gate refused" in refused.stderr and f"@champion stays version {before}" in refused.stderr
+    assert champion_of() == before
 
     # trained as the champion was (reg_param 0): an equally good model, which the gate promotes
     passed = pipeline("--reg-param", "0", "--date", "2024-12-01")
     assert passed.returncode == 0, passed.stderr[-3000:]
-    new = str(client.get_model_version_by_alias(MODEL, "champion").version)
-    assert new != champion and f"version {new} passed the gate" in passed.stdout
+    new = champion_of()
+    assert new not in (before, worse) and f"version {new} passed the gate" in passed.stdout
     assert client.get_model_version(MODEL, new).tags["validation_status"] == "passed"
     register_workspace_tables(course)  # the pipeline's own Spark wrote the table
     predictions = course.read.table("retail_predictions").filter("scoring_date = '2024-12-01'")
