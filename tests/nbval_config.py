@@ -32,10 +32,16 @@ def pytest_collectstart(collector):
 
 @pytest.hookimpl(tryfirst=True)  # before pytest's own -m filter reads the markers
 def pytest_collection_modifyitems(items):
-    # Every notebook cell starts or uses Spark: `-m "not slow"` keeps the quick unit tests only.
     for item in items:
         if type(item).__name__ == "IPyNbCell":
+            # Every notebook cell starts or uses Spark: `-m "not slow"` keeps the quick unit tests only.
             item.add_marker(pytest.mark.slow)
+            # With `-n 2 --dist loadgroup` (course.py test): the notebooks run in order in one worker, in one
+            # workspace, as the course runs; the unit tests run in the other worker.
+            item.add_marker(pytest.mark.xdist_group("notebooks"))
+        else:
+            # a test module stays in one worker, so its module fixtures (a Spark session, a server) start once
+            item.add_marker(pytest.mark.xdist_group(item.module.__name__ if hasattr(item, "module") else "other"))
 
 
 @pytest.hookimpl(tryfirst=True)

