@@ -79,3 +79,32 @@ def test_nbval_fails_when_a_checked_metric_is_altered(tmp_path):
     summary = altered.stdout.strip().splitlines()[-1]
     assert re.search(r"\b1 failed, 2 passed\b", summary), summary
     assert "altered.ipynb::Cell 1" in altered.stdout
+
+
+FLOAT = re.compile(r"(?<![\w.])[-+]?(\d+\.\d+|\.\d+)(?:[eE][-+]?\d+)?")
+
+
+def significant_digits(number: str) -> int:
+    return len(number.lstrip("+-").lower().split("e")[0].replace(".", "").lstrip("0"))
+
+
+def test_significant_digits_counts_what_a_machine_may_change():
+    assert significant_digits("39.94324362754006") == 16
+    assert significant_digits("0.000123") == 3 and significant_digits("6.522") == 4
+    assert [m.group() for m in FLOAT.finditer("v1.2 rmse 6.522, 1e-3, 2.8e-14")] == ["6.522", "2.8e-14"]
+
+
+def test_no_checked_output_prints_a_float_at_full_precision():
+    """The last digits of a float sum differ between machines of one kind (vector width, BLAS path): a compared output
+    with 15 or more significant digits fails nbval somewhere. Round to the precision the lesson needs."""
+    found = []
+    for path in sorted((REPO_ROOT / "notebooks").glob("**/*.ipynb")):
+        for index, cell in enumerate(nbformat.read(path, as_version=4).cells):
+            for output in cell.get("outputs", []):
+                if output.get("name") == "stderr":  # never compared (tests/nbval_config.py)
+                    continue
+                text = output.get("text", "") + "".join(output.get("data", {}).get(kind, "")
+                                                        for kind in ("text/plain", "text/html"))
+                found += [f"{path.name} cell {index}: {m.group()}" for m in FLOAT.finditer(text)
+                          if significant_digits(m.group()) >= 15]
+    assert not found, "full-precision floats in checked outputs:\n" + "\n".join(found)
