@@ -217,9 +217,9 @@ def run_course(notebooks: list[Path], parameters: dict, kernel: str = "python3",
         print(f"[{index + 1}/{len(notebooks)}] {notebook.name} {result.status} in {result.seconds:.1f} s", flush=True)
         if result.status == "failed":
             break
-        if write_back:
-            clean_for_commit(output)
+        if write_back:  # the executed copy keeps papermill's cell durations, for --profile
             shutil.copyfile(output, notebook)
+            clean_for_commit(notebook)
     return results
 
 
