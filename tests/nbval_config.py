@@ -39,7 +39,7 @@ def pytest_collection_modifyitems(items):
             # With `-n 2 --dist loadgroup` (course.py test): the notebooks run in order in one worker, in one
             # workspace, as the course runs; the unit tests run in the other worker.
             item.add_marker(pytest.mark.xdist_group("notebooks"))
-        else:
+        elif item.get_closest_marker("xdist_group") is None:  # a module may name a group it shares with others
             # a test module stays in one worker, so its module fixtures (a Spark session, a server) start once
             item.add_marker(pytest.mark.xdist_group(item.module.__name__ if hasattr(item, "module") else "other"))
 

@@ -251,12 +251,13 @@ def test_stopping_leaves_no_process_and_no_listener(tmp_path):
     receiver = WebhookReceiver(SECRET).start()
     pids = server.process_ids()
     assert len(pids) >= 2  # `mlflow server` runs uvicorn as its child
-    reply = requests.post(receiver.url, data=BODY, headers=signed(timestamp=int(time.time())), timeout=5)
+    url = receiver.url
+    reply = requests.post(url, data=BODY, headers=signed(timestamp=int(time.time())), timeout=5)
     assert reply.status_code == 200
     receiver.stop()
     server.stop()
     assert not wait_until_gone(pids, seconds=5)
     with pytest.raises(requests.ConnectionError):
-        requests.post(receiver.url, data=BODY, headers=signed(), timeout=5)
+        requests.post(url, data=BODY, headers=signed(), timeout=5)
     with pytest.raises(requests.ConnectionError):
         requests.get(server.url + "/health", timeout=5)
