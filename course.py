@@ -80,7 +80,7 @@ def main(argv: list[str]) -> int:
         fail(f"the course needs Python 3.11 or newer (its pinned packages do); this is {sys.version.split()[0]}.")
     commands = {
         "run": ["-m", "helpers.runner"],
-        "test": ["-m", "pytest", "-n", "2", "--dist", "loadgroup"],  # notebooks in one worker, unit tests in the other
+        "test": ["-m", "pytest", "-n", "2"],  # notebooks in one worker, unit tests in the other (tests/nbval_config.py)
         "cluster": ["-m", "helpers.deployment"],
         "lab": ["-m", "jupyterlab", f"--notebook-dir={ROOT / 'notebooks'}"],
         "ui": ["-m", "helpers.cli", "ui"],

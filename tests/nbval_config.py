@@ -30,18 +30,38 @@ def pytest_collectstart(collector):
         collector.skip_compare = (*collector.skip_compare, "stderr")
 
 
+# Modules that bring up the machine's one PostgreSQL (and stop it again): never two at once.
+POSTGRESQL_MODULES = ("tests/test_deployment.py", "tests/test_cluster.py")
+
+
+def work_unit(nodeid: str) -> str:
+    """What one xdist worker runs as a whole, in collection order: all notebooks (in one workspace, in course order,
+    as the course runs), the PostgreSQL modules, or one test module (its module fixtures then start once)."""
+    path = nodeid.split("::")[0]
+    if path.startswith("notebooks/"):
+        return "notebooks"
+    return "postgresql" if path in POSTGRESQL_MODULES else path
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_xdist_make_scheduler(config, log):
+    # xdist's own `--dist loadgroup` renames node ids, which pytest 9 no longer allows (it silently spread one
+    # notebook's cells over both workers); a scheduler that splits by our own units needs no renaming.
+    from xdist.scheduler import LoadScopeScheduling
+
+    class CourseScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return work_unit(nodeid)
+
+    return CourseScheduling(config, log)
+
+
 @pytest.hookimpl(tryfirst=True)  # before pytest's own -m filter reads the markers
 def pytest_collection_modifyitems(items):
+    # Every notebook cell starts or uses Spark: `-m "not slow"` keeps the quick unit tests only.
     for item in items:
         if type(item).__name__ == "IPyNbCell":
-            # Every notebook cell starts or uses Spark: `-m "not slow"` keeps the quick unit tests only.
             item.add_marker(pytest.mark.slow)
-            # With `-n 2 --dist loadgroup` (course.py test): the notebooks run in order in one worker, in one
-            # workspace, as the course runs; the unit tests run in the other worker.
-            item.add_marker(pytest.mark.xdist_group("notebooks"))
-        elif item.get_closest_marker("xdist_group") is None:  # a module may name a group it shares with others
-            # a test module stays in one worker, so its module fixtures (a Spark session, a server) start once
-            item.add_marker(pytest.mark.xdist_group(item.module.__name__ if hasattr(item, "module") else "other"))
 
 
 @pytest.hookimpl(tryfirst=True)

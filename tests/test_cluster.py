@@ -22,9 +22,6 @@ from helpers.config import REPO_ROOT
 from helpers.deployment import bring_up
 from helpers.runner import course_notebooks
 
-# The machine has one PostgreSQL, which each bring-up starts and stops: these modules never run at once.
-pytestmark = pytest.mark.xdist_group("postgresql")
-
 NOTEBOOKS = [str(path.relative_to(REPO_ROOT))
              for path in course_notebooks(["00", "01", *os.environ.get("COURSE_CLUSTER_NOTEBOOKS", "").split()])]
 

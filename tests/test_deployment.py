@@ -10,9 +10,6 @@ import requests
 from helpers.deployment import Credentials, DeploymentError, Postgres, check_database, start_mlflow_server
 from helpers.serving import free_port
 
-# The machine has one PostgreSQL, which each bring-up starts and stops: these modules never run at once.
-pytestmark = pytest.mark.xdist_group("postgresql")
-
 API = "/api/2.0/mlflow"
 TEST_DATABASE = "course_mlflow_test"  # never the cluster command's own database, which may be in use
 
