@@ -6,6 +6,7 @@ stdout and rich outputs, which stay compared in full (with the narrow sanitizer 
 from __future__ import annotations
 
 import os
+import sys
 import tempfile
 
 import pytest
@@ -19,6 +20,12 @@ _kernel_environment: dict[str, str | None] = {}
 
 
 def pytest_configure(config):
+    # An xdist worker runs under execnet's bootstrap, whose __main__ has neither __spec__ nor __file__: pyspark's
+    # Spark Connect ML modules (which mlflow.spark.log_model imports) then take the process for a doctest run and
+    # call sys.exit(0). Give __main__ the file attribute every real program has.
+    main = sys.modules["__main__"]
+    if getattr(main, "__spec__", None) is None and not hasattr(main, "__file__"):
+        main.__file__ = "<pytest-xdist worker>"
     # A fresh workspace for the notebooks, unless the caller chose one (to point them at a cluster, say).
     if not os.environ.get("COURSE_WORKSPACE"):
         os.environ["COURSE_WORKSPACE"] = tempfile.mkdtemp(prefix="course-nbval-")
