@@ -28,6 +28,9 @@ def spark(tmp_path_factory):
     os.environ["COURSE_WORKSPACE"] = str(tmp_path_factory.mktemp("spark-workspace"))
     for name in saved.keys() - {"COURSE_WORKSPACE"}:  # another module's experiment does not exist in this new store
         os.environ.pop(name, None)
+    import mlflow.tracking.fluent
+
+    mlflow.tracking.fluent._active_experiment_id = None  # nor does the one mlflow.set_experiment remembers in-process
     from helpers import start_spark
 
     session = start_spark(quiet=True)
