@@ -107,6 +107,11 @@ def kernel_log() -> Path:
     return workspace_dir("logs") / "kernels.log"
 
 
+def executed_folder() -> Path:
+    """Where the runner writes executed notebooks (papermill's per-cell durations included)."""
+    return settings().workspace / "executed"
+
+
 def run_notebook(source: Path, output: Path, parameters: dict, kernel: str, timeout: int) -> Result:
     import papermill
     from papermill.exceptions import PapermillExecutionError
@@ -135,7 +140,7 @@ def run_prerequisite(notebook: str, reason: str) -> None:
     if on_databricks():
         raise RuntimeError(f"{reason}: run notebooks/{notebook} first.")
     print(f"{reason}: running {notebook} first ...", flush=True)
-    result = run_notebook(NOTEBOOK_DIR / notebook, settings().workspace / "executed" / notebook, {}, "python3", 1800)
+    result = run_notebook(NOTEBOOK_DIR / notebook, executed_folder() / notebook, {}, "python3", 1800)
     if result.status != "passed":
         raise RuntimeError(f"{reason}, and running {notebook} to build it failed. {result.error}")
 
@@ -178,8 +183,7 @@ def lesson_budget(notebook: Path) -> int:
 
 def measure_floor(kernel: str) -> Result:
     """Runs the reference-floor notebook; it needs the retail_features table of notebook 00."""
-    executed = settings().workspace / "executed" / REFERENCE_FLOOR.name
-    return run_notebook(REFERENCE_FLOOR, executed, {}, kernel, 600)
+    return run_notebook(REFERENCE_FLOOR, executed_folder() / REFERENCE_FLOOR.name, {}, kernel, 600)
 
 
 def print_profile(results: list[Result], floor: Result) -> None:
@@ -187,7 +191,7 @@ def print_profile(results: list[Result], floor: Result) -> None:
     if floor.status != "passed":
         print(f"\nNo speed report: the reference floor did not run. {floor.error}")
         return
-    executed = settings().workspace / "executed"
+    executed = executed_folder()
     print(f"\nSpeed report: reference floor {floor.seconds:.1f} s (a fresh kernel, a plain local Spark session "
           "with Delta, one count of retail_features)")
     width = max(len(r.notebook) for r in results)
@@ -207,7 +211,7 @@ def print_profile(results: list[Result], floor: Result) -> None:
 def run_course(notebooks: list[Path], parameters: dict, kernel: str = "python3", timeout: int = 1800,
                write_back: bool = False) -> list[Result]:
     """Runs `notebooks` in order into the workspace's executed/ folder; stops at the first failure."""
-    executed = settings().workspace / "executed"
+    executed = executed_folder()
     executed.mkdir(parents=True, exist_ok=True)
     results = [Result(nb.name, "not run") for nb in notebooks]
     for index, notebook in enumerate(notebooks):

@@ -73,7 +73,7 @@ def _builder(master: str, java: JavaRuntime, log4j: Path, jars: list[Path] | Non
         .config("spark.sql.warehouse.dir", str(workspace_dir("warehouse")))
         .config("spark.sql.shuffle.partitions", "4")  # a laptop's data, not a cluster's default of 200
         # Delta rebuilds a table's snapshot from its log in this many tasks (default 50): one is plenty for a
-        # laptop's tables, and makes each first read of a table seconds faster (see README, "Speed")
+        # laptop's tables, and makes each first read of a table seconds faster (README, "Measured figures")
         .config("spark.databricks.delta.snapshotPartitions", "1")
         .config("spark.ui.showConsoleProgress", "false")
         .config("spark.driver.memory", "2g")
