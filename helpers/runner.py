@@ -15,17 +15,23 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from jupyter_client.manager import AsyncKernelManager
 from traitlets import Unicode
 
 from helpers.config import REPO_ROOT, display_path, settings, workspace_dir
 
+if TYPE_CHECKING:
+    from helpers.spark import SharedDriver
+
 NOTEBOOK_DIR = REPO_ROOT / "notebooks"
 # The least any notebook can cost: a fresh kernel, a plain Spark session with Delta, one count of a table.
 REFERENCE_FLOOR = REPO_ROOT / "benchmarks" / "reference_floor.ipynb"
 # A lesson may cost this many floors, plus one per extra process it is about (its metadata's course.extra_processes).
 FLOORS_PER_LESSON = 3
+# The table's row for the shared Spark driver's start-up (run_course).
+SHARED_DRIVER_ROW = "(shared Spark driver)"
 # Papermill's bookkeeping, dropped from committed notebooks so that a refresh only changes real outputs.
 PAPERMILL_KEYS = ("papermill", "execution")
 
@@ -199,8 +205,11 @@ def print_profile(results: list[Result], floor: Result) -> None:
     for r in results:
         if r.status != "passed":
             continue
-        budget = lesson_budget(NOTEBOOK_DIR / r.notebook)
         floors = r.seconds / floor.seconds
+        if r.notebook == SHARED_DRIVER_ROW:  # counted in the total, as a part of no lesson
+            print(f"{r.notebook:<{width}}  {r.seconds:7.1f}  {floors:6.1f}")
+            continue
+        budget = lesson_budget(NOTEBOOK_DIR / r.notebook)
         cells = ", ".join(f"{c.index}: {c.seconds:.1f} ({c.first_line[:30]})" for c in slowest_cells(executed / r.notebook))
         print(f"{r.notebook:<{width}}  {r.seconds:7.1f}  {floors:6.1f}  {budget:6d}{' !' if floors > budget else '  '}"
               f"  {cells}")
@@ -208,23 +217,52 @@ def print_profile(results: list[Result], floor: Result) -> None:
     print(f"{'total':<{width}}  {total:7.1f}  {total / floor.seconds:6.1f}   ('!': over its budget)")
 
 
+def start_shared_driver() -> tuple[SharedDriver | None, Result]:
+    """The Spark driver the notebooks attach to in turn, and what starting it cost (a row of the table)."""
+    from helpers.spark import SharedDriver
+
+    started = time.monotonic()
+    driver = SharedDriver.start()
+    status = "passed" if driver else "failed"
+    print(f"Shared Spark driver: {'started' if driver else 'not started; each notebook starts its own'} "
+          f"in {time.monotonic() - started:.1f} s", flush=True)
+    return driver, Result(SHARED_DRIVER_ROW, status, time.monotonic() - started)
+
+
 def run_course(notebooks: list[Path], parameters: dict, kernel: str = "python3", timeout: int = 1800,
-               write_back: bool = False) -> list[Result]:
-    """Runs `notebooks` in order into the workspace's executed/ folder; stops at the first failure."""
+               write_back: bool = False, shared_driver: bool = True) -> list[Result]:
+    """Runs `notebooks` in order into the workspace's executed/ folder; stops at the first failure.
+
+    With `shared_driver`, the kernels attach one after another to one Spark driver (helpers.spark.SharedDriver),
+    whose start-up is the table's first row; without it each notebook starts its own, as in Jupyter.
+    """
+    from helpers.spark import SHARED_DRIVER
+
     executed = executed_folder()
     executed.mkdir(parents=True, exist_ok=True)
     results = [Result(nb.name, "not run") for nb in notebooks]
-    for index, notebook in enumerate(notebooks):
-        print(f"[{index + 1}/{len(notebooks)}] {notebook.name} ...", flush=True)
-        output = executed / notebook.name
-        results[index] = result = run_notebook(notebook, output, parameters, kernel, timeout)
-        print(f"[{index + 1}/{len(notebooks)}] {notebook.name} {result.status} in {result.seconds:.1f} s", flush=True)
-        if result.status == "failed":
-            break
-        if write_back:  # the executed copy keeps papermill's cell durations, for --profile
-            shutil.copyfile(output, notebook)
-            clean_for_commit(notebook)
-    return results
+    driver, start = start_shared_driver() if shared_driver else (None, None)
+    try:
+        for index, notebook in enumerate(notebooks):
+            print(f"[{index + 1}/{len(notebooks)}] {notebook.name} ...", flush=True)
+            output = executed / notebook.name
+            if driver:
+                os.environ[SHARED_DRIVER] = driver.address  # the kernel inherits it; its start_spark pops it
+            results[index] = result = run_notebook(notebook, output, parameters, kernel, timeout)
+            os.environ.pop(SHARED_DRIVER, None)
+            if driver:
+                driver.release()
+            print(f"[{index + 1}/{len(notebooks)}] {notebook.name} {result.status} in {result.seconds:.1f} s",
+                  flush=True)
+            if result.status == "failed":
+                break
+            if write_back:  # the executed copy keeps papermill's cell durations, for --profile
+                shutil.copyfile(output, notebook)
+                clean_for_commit(notebook)
+    finally:
+        if driver:
+            driver.close()
+    return ([start] if start and start.status == "passed" else []) + results
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -238,6 +276,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="copy the executed notebooks, outputs included, back into notebooks/ (maintainers)")
     parser.add_argument("--kernel", default="python3", help="the Jupyter kernel to run (default: python3)")
     parser.add_argument("--timeout", type=int, default=1800, help="seconds one cell may take (default: 1800)")
+    parser.add_argument("--driver-per-notebook", action="store_true",
+                        help="start a Spark driver in every notebook, as Jupyter does, instead of one shared driver")
     parser.add_argument("--profile", action="store_true",
                         help="then measure the reference floor and print each notebook's floors and slowest cells")
     args = parser.parse_args(argv)
@@ -251,7 +291,7 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(workspace)
     print(f"Course workspace: {display_path(workspace)}")
     results = run_course(course_notebooks(args.only), parse_parameters(args.parameter), args.kernel, args.timeout,
-                         args.write_back)
+                         args.write_back, shared_driver=not args.driver_per_notebook)
     print_table(results)
     if args.profile:
         print_profile(results, measure_floor(args.kernel))

@@ -9,12 +9,16 @@ import subprocess
 import sys
 from pathlib import Path
 
-from helpers.config import display_path, settings, workspace_dir
+from helpers.config import REPO_ROOT, display_path, settings, workspace_dir
 from helpers.java import JavaRuntime, prepare_java
 
 # Phrases in Spark's log that mean its resolver could not download the Delta jars.
 RESOLVER_FAILURES = ("unresolved dependency", "PKIX path building failed", "UnknownHostException",
                      "Connection refused", "Connection timed out", "download failed")
+
+
+# The environment variable through which the runner's kernels find its shared Spark driver ("port:secret").
+SHARED_DRIVER = "COURSE_SPARK_DRIVER"
 
 
 class SparkStartError(RuntimeError):
@@ -146,6 +150,69 @@ def _launch(builder, log: Path, java: JavaRuntime):
         return None, _log_tail(log, start) + f"\n{type(error).__name__}: {error}"
 
 
+def _attach(builder, address: str):
+    """A session on the runner's shared driver (see SharedDriver), or None if that driver does not answer."""
+    from pyspark import SparkContext
+
+    port, _, secret = address.partition(":")
+    os.environ.update(PYSPARK_GATEWAY_PORT=port, PYSPARK_GATEWAY_SECRET=secret)
+    try:
+        return builder.getOrCreate()
+    except Exception:  # the runner's driver is gone or busy: this notebook starts a driver of its own instead
+        SparkContext._gateway = SparkContext._jvm = None
+        return None
+    finally:  # a project run or job this notebook starts must start its own driver, not take this one
+        os.environ.pop("PYSPARK_GATEWAY_PORT")
+        os.environ.pop("PYSPARK_GATEWAY_SECRET")
+
+
+class SharedDriver:
+    """One Spark driver JVM for a whole course run, which each notebook's kernel attaches to in turn, as notebooks
+    attach to a Databricks cluster: the JVM starts and warms up (class loading, JIT compilation) once, not once per
+    notebook. Each notebook still gets a new SparkContext and session (its own settings, tables, temporary views);
+    `release()` stops the one a finished notebook leaves behind. A kernel finds the driver through SHARED_DRIVER.
+    """
+
+    def __init__(self, gateway):
+        self.gateway = gateway
+        self.address = f"{gateway.gateway_parameters.port}:{gateway.gateway_parameters.auth_token}"
+
+    @classmethod
+    def start(cls) -> SharedDriver | None:
+        """Starts the driver with start_spark's settings; None (notebooks then start their own) if it cannot."""
+        from pyspark import SparkConf
+        from pyspark.java_gateway import launch_gateway
+
+        config = settings()
+        if config.on_databricks:
+            return None
+        try:
+            check_master(config.spark_master)
+            log = workspace_dir("logs") / "spark.log"
+            java = prepare_java(config.workspace, config.java_home)
+            jars = sorted((workspace_dir("jars") / "delta").glob("*.jar"))
+            builder = _builder(config.spark_master, java, _log4j_config(workspace_dir("logs")), jars)
+            conf = SparkConf(loadDefaults=False).setAll(builder._options.items())
+            with _one_resolver_at_a_time(), _jvm_output_to(log, java.home):
+                gateway = launch_gateway(conf, {"cwd": str(REPO_ROOT / "notebooks")})  # where kernels run
+        except Exception:  # no Java, no Delta jars, no cluster: each notebook's start_spark then says what to do
+            return None
+        return cls(gateway)
+
+    def release(self) -> None:
+        """Stops the SparkContext a finished notebook left on the driver, so the next one can create its own."""
+        spark_context = getattr(getattr(self.gateway.jvm.org.apache.spark, "SparkContext$"), "MODULE$")
+        active = spark_context.getActive()  # package-private in Scala, public to the JVM
+        if active.isDefined():
+            active.get().stop()
+
+    def close(self) -> None:
+        self.release()
+        self.gateway.shutdown()  # closes the JVM's stdin, on which it exits
+        self.gateway.proc.stdin.close()
+        self.gateway.proc.wait(timeout=60)
+
+
 def _log4j_config(folder: Path) -> Path:
     config = folder / "log4j2.properties"
     config.write_text("rootLogger.level = warn\nrootLogger.appenderRef.stdout.ref = console\n"
@@ -216,8 +283,11 @@ def start_spark(quiet: bool = False):
     maven_jars = workspace_dir("jars") / "delta"
 
     jars = fetch_delta_jars_with_maven(maven_jars) if config.delta_jars == "maven" else sorted(maven_jars.glob("*.jar"))
-    spark, failure = _launch(_builder(config.spark_master, java, log4j, jars), log, java)
     how = "Delta jars from Maven" if jars else "Delta jars resolved by Spark"
+    shared = os.environ.pop(SHARED_DRIVER, None)  # set by the runner; popped so that child processes never see it
+    spark = _attach(_builder(config.spark_master, java, log4j, jars), shared) if shared else None
+    if spark is None:
+        spark, failure = _launch(_builder(config.spark_master, java, log4j, jars), log, java)
     if spark is None and not jars and config.delta_jars == "auto" and any(s in failure for s in RESOLVER_FAILURES):
         print("Spark could not download the Delta Lake jars itself; fetching them with Maven instead.")
         jars = fetch_delta_jars_with_maven(maven_jars)

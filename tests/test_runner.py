@@ -20,6 +20,8 @@ def notebooks(tmp_path, monkeypatch):
     folder = tmp_path / "notebooks"
     folder.mkdir()
     monkeypatch.setattr(runner, "NOTEBOOK_DIR", folder)
+    # these notebooks start no Spark: no shared driver (tests/test_shared_driver.py tests that one)
+    monkeypatch.setattr(runner, "start_shared_driver", lambda: (None, None))
     return folder
 
 
