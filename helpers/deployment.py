@@ -5,7 +5,7 @@
 
 The notebooks learn nothing new: they receive COURSE_SPARK_MASTER, MLFLOW_TRACKING_URI and the learner's
 MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD, as they would for a team's own cluster and tracking server
-(plus the admin account 07 registers its webhook with, and with several learners a COURSE_NAME_PREFIX each).
+(plus the admin account 08 registers its webhook with, and with several learners a COURSE_NAME_PREFIX each).
 Artifacts travel through the tracking server (proxied artifact serving), so no client needs the server's disk.
 Credentials come from environment variables (see README "The course on a cluster"); unset ones are made up for
 this one bring-up and never committed. Everything started here is stopped on the way out, also on
@@ -41,7 +41,7 @@ from helpers.webhooks import TrackingServer, start_tracking_server
 DEPLOYMENT_ROOT = REPO_ROOT / "cluster-workspace"  # services/ (logs, artifacts, Spark work) and course/ (workspace)
 DATABASE = "course_mlflow"  # its user has the same name; the auth store is DATABASE + "_auth"
 ADMIN = "admin"
-# Notebook 07 runs two Spark applications at once (its kernel, and the training project or the `course-cd4ml`
+# Notebooks 07-09 run two Spark applications at once (the kernel, and the training project or the `course-cd4ml`
 # command it starts), and each application gets one core (see start_spark_cluster).
 WORKERS_PER_LEARNER, WORKER_MEMORY = 2, "3g"
 
@@ -309,7 +309,7 @@ class Deployment:
         env = {"COURSE_SPARK_MASTER": self.master_url, "MLFLOW_TRACKING_URI": self.tracking_uri,
                "MLFLOW_TRACKING_USERNAME": learner, "MLFLOW_TRACKING_PASSWORD": self.credentials.learners[learner],
                "SPARK_LOCAL_IP": "127.0.0.1", "COURSE_WORKSPACE": str(self.root / "course" / learner),
-               # MLflow's basic-auth lets only admins manage webhooks: notebook 07 registers its CI webhook as the
+               # MLflow's basic-auth lets only admins manage webhooks: notebook 08 registers its CI webhook as the
                # admin (helpers.webhooks.as_webhook_admin), as a team's MLflow admin would do once for its CI server.
                "COURSE_WEBHOOK_ADMIN_USERNAME": ADMIN, "COURSE_WEBHOOK_ADMIN_PASSWORD": self.credentials.admin}
         if len(self.credentials.learners) > 1:  # learners sharing the server keep their experiments and models apart

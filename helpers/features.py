@@ -1,6 +1,6 @@
 """The course's feature definitions: raw invoice lines -> clean lines (silver) -> one row of features per customer.
 
-Notebook 00 builds the training table `retail_features` with them; notebook 07 computes the same features when a
+Notebook 00 builds the training table `retail_features` with them; notebook 09 computes the same features when a
 new month arrives. One definition for training and monitoring means the two can never disagree (the
 "training/serving skew" that silently breaks models in production).
 """

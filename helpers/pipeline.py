@@ -78,7 +78,7 @@ def existing_version(model_name: str, version: str) -> str:
 
 def land_month(spark, raw_file: Path) -> None:
     """Appends one raw transactions file to retail_bronze (idempotent: replaceWhere on its source_file) and rebuilds
-    retail_silver from bronze, as notebook 07 does."""
+    retail_silver from bronze, as notebook 09 does."""
     from pyspark.sql import functions as F
 
     from helpers.features import clean_lines

@@ -252,7 +252,7 @@ def start_tracking_server(store_dir: Path, port: int | None = None, timeout: flo
 
 
 def tracking_server_in_use() -> str | None:
-    """The tracking server MLFLOW_TRACKING_URI names, when it is on this machine (`course.py cluster`'s): notebook 07
+    """The tracking server MLFLOW_TRACKING_URI names, when it is on this machine (`course.py cluster`'s): notebook 08
     uses it for its webhooks instead of starting one. None for the course's own store. A server elsewhere could not
     deliver webhooks to a receiver on this machine's loopback interface, so that stops here with one sentence."""
     from urllib.parse import urlparse
@@ -264,7 +264,7 @@ def tracking_server_in_use() -> str | None:
         return None
     if urlparse(uri).hostname not in ("127.0.0.1", "localhost", "::1"):
         raise RuntimeError(f"The tracking server at {uri} cannot deliver webhooks to a receiver on this machine's "
-                           "loopback interface: run notebook 07 with the course's own store (unset "
+                           "loopback interface: run notebook 08 with the course's own store (unset "
                            "MLFLOW_TRACKING_URI), or put the receiver where that server can reach it.")
     return uri
 
@@ -282,7 +282,7 @@ def as_webhook_admin():
     On a tracking server with MLflow's basic-auth only admins may create, list, test or delete webhooks; a team's
     admin registers the CI server's webhook once (`course.py cluster` hands its admin account to the course run for
     just these calls). Without the variables the calls go as you: right on a server without authentication, such
-    as the one notebook 07 starts. MLflow reads the credentials from the environment at every request, so every
+    as the one notebook 08 starts. MLflow reads the credentials from the environment at every request, so every
     MLflow call of this process inside the block goes as the admin: keep only the webhook calls in it.
     """
     from mlflow.exceptions import MlflowException

@@ -4,7 +4,7 @@ the outputs committed from a local run. Then nothing the deployment started may 
 
 CI runs 00 and 01 (about 7 minutes). COURSE_CLUSTER_NOTEBOOKS adds notebooks by number prefix, up to 06:
 COURSE_CLUSTER_NOTEBOOKS="02 03 04 05 06" .venv/bin/python -m pytest tests/test_cluster.py
-(07 prints which tracking server delivers its webhooks: its own locally, the deployment's here, by design.)
+(08 prints which tracking server delivers its webhooks: its own locally, the deployment's here, by design.)
 """
 from __future__ import annotations
 
@@ -53,7 +53,7 @@ def test_notebooks_give_their_committed_outputs_on_the_cluster_and_nothing_is_le
     assert result.returncode == 0, result.stdout[-4000:]
     assert len(master["completedapps"]) >= len(NOTEBOOKS)  # each notebook's Spark ran on the standalone cluster
     assert deployment.workers == 2 and [(w["state"], w["cores"]) for w in master["workers"]] == [("ALIVE", 1)] * 2
-    assert {app["cores"] for app in master["completedapps"]} == {1}  # one core each, so 07's two can run at once
+    assert {app["cores"] for app in master["completedapps"]} == {1}  # one core each, so the two of 07-09 can run at once
     assert "linregexp" in {e["name"] for e in experiments}  # 01's runs went to the PostgreSQL-backed server
     assert anonymous == 401
     assert pids and not [pid for pid in pids if psutil.pid_exists(pid)

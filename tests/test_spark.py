@@ -128,7 +128,7 @@ def test_maven_path_downloads_the_delta_jars_and_spark_uses_them(tmp_path):
 @pytest.mark.slow
 def test_the_courses_split_does_not_depend_on_partitions_but_a_seeded_random_split_does(spark):
     """On a cluster the same data arrives in other partitions. The course's held-out set (a hash of the customer id,
-    as notebooks 01-07 and helpers.gate.split choose it) must not move; randomSplit with a seed moves, which is why
+    as notebooks 01-09 and helpers.gate.split choose it) must not move; randomSplit with a seed moves, which is why
     the course does not use it."""
     from pyspark.sql import functions as F
 

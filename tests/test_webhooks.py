@@ -104,7 +104,7 @@ def test_stale_and_future_deliveries_are_refused():
 
 @pytest.mark.parametrize("uri, answer", [("sqlite:///course.db", None), ("http://127.0.0.1:5000", "same"),
                                          ("http://localhost:5000", "same"), ("https://mlflow.example.com", "refused")])
-def test_07_uses_only_a_tracking_server_on_this_machine(uri, answer, monkeypatch):
+def test_08_uses_only_a_tracking_server_on_this_machine(uri, answer, monkeypatch):
     from helpers.webhooks import tracking_server_in_use
 
     previous = mlflow.get_tracking_uri()
