@@ -148,6 +148,24 @@ def refresh_training_table(spark, table: str, month: dt.date) -> str:
     return str(DeltaTable.forName(spark, table).history(1).first()["version"])
 
 
+def run_as_ci(model_name: str, *arguments: str) -> int:
+    """Runs `course-cd4ml` in a new process, as a CI server or scheduler would, and prints the command, the
+    command's own summary lines and its exit code (the lessons' view of a CI job's log)."""
+    import shlex
+    import subprocess
+
+    command = ["course-cd4ml", "--model-name", model_name, *arguments]
+    print("$", shlex.join(command))
+    finished = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True)
+    if finished.returncode not in (0, 1):  # 2: something missing; anything else: a crash worth reading whole
+        print(finished.stderr.strip()[-3000:])
+    for line in (finished.stdout + finished.stderr).splitlines():
+        if line.startswith(("course-cd4ml:", "scored")):
+            print(line)
+    print(f"exit code {finished.returncode}\n")
+    return finished.returncode
+
+
 def main(argv: list[str] | None = None) -> int:
     from helpers.gate import Thresholds
     from helpers.tracking import course_model_name
