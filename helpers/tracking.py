@@ -24,6 +24,26 @@ _QUIET_LOGGERS = {"alembic": logging.WARNING, "mlflow.store.db.utils": logging.W
                   "mlflow.projects.utils": logging.WARNING}  # its INFO line names a fresh temporary folder per run
 
 
+# Known MLflow lines that a lesson explains once in its prose, and that would otherwise repeat at every call.
+_QUIET_MESSAGES = {
+    "mlflow.pyfunc": ("Passing a Python object as `python_model`",  # 03's custom pyfunc explains the choice
+                      "Validating input example against model signature",
+                      'Calling `spark_udf()` with `env_manager="local"`'),  # 05 explains env_manager="local"
+    "mlflow.models.flavor_backend_registry": ("Selected backend for flavor",),
+}
+
+
+class _KnownMessages(logging.Filter):
+    """Drops records that start with one of `prefixes`."""
+
+    def __init__(self, prefixes: tuple[str, ...]):
+        super().__init__()
+        self.prefixes = prefixes
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith(self.prefixes)
+
+
 class _BelowLevel(logging.Filter):
     """Drops records below a level."""
 
@@ -72,6 +92,10 @@ def quiet_mlflow() -> None:
         # keeps their filters: the filter keeps them quiet.
         if not any(isinstance(f, _BelowLevel) for f in logger.filters):
             logger.addFilter(_BelowLevel(level))
+    for name, prefixes in _QUIET_MESSAGES.items():
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _KnownMessages) for f in logger.filters):
+            logger.addFilter(_KnownMessages(prefixes))
     for pattern in _QUIET_WARNINGS:
         warnings.filterwarnings("ignore", message=pattern)
 

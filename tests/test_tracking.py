@@ -126,3 +126,20 @@ def test_setup_puts_this_python_first_on_path(workspace, monkeypatch, restore_ml
     setup_mlflow(quiet=True)  # idempotent: added once
     folders = os.environ["PATH"].split(os.pathsep)
     assert folders[0] == str(Path(sys.executable).parent) and folders.count(folders[0]) == 1
+
+
+def test_known_mlflow_lines_are_dropped_and_other_warnings_of_the_same_logger_kept(caplog):
+    """Lines a lesson explains once (05's env_manager="local") stay out of outputs; a new warning still shows."""
+    import logging
+
+    from helpers.tracking import quiet_mlflow
+
+    quiet_mlflow()
+    quiet_mlflow()  # idempotent: one filter per logger
+    logger = logging.getLogger("mlflow.pyfunc")
+    assert sum(type(f).__name__ == "_KnownMessages" for f in logger.filters) == 1
+    with caplog.at_level(logging.INFO, logger="mlflow.pyfunc"):
+        logger.warning('Calling `spark_udf()` with `env_manager="local"` does not recreate the same environment')
+        logger.warning("Something MLflow has not said before")
+    assert [r.getMessage() for r in caplog.records if r.name == "mlflow.pyfunc"] == [
+        "Something MLflow has not said before"]
