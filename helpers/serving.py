@@ -75,13 +75,22 @@ class ModelServer:
         return " ".join([*variables, shlex.join(words)])
 
     def start(self, timeout: float = 180) -> "ModelServer":
+        return self.launch().wait_ready(timeout)
+
+    def launch(self) -> "ModelServer":
+        """Starts the process and returns at once: servers launched together load their models side by side."""
         self.log.parent.mkdir(parents=True, exist_ok=True)
-        started = time.perf_counter()
+        self._launched = time.perf_counter()
         with open(self.log, "wb") as log:  # a new log per start: a port can be reused
             self.process = subprocess.Popen(self.command, env=self.env, stdout=log, stderr=subprocess.STDOUT,
                                             stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent,
                                             start_new_session=True)  # a kernel interrupt must not reach it
         _LIVE.add(self)
+        return self
+
+    def wait_ready(self, timeout: float = 180) -> "ModelServer":
+        """Returns once the launched server answers its health path; stops it and explains if it never does."""
+        started = self._launched
         try:
             while not self._answers(self.health_path):
                 if self.process.poll() is not None:
@@ -189,8 +198,9 @@ def serving_environment(tracking_uri: str) -> dict[str, str]:
 
 
 def serve_model(model_uri: str, *, guarded: bool = False, name: str | None = None,
-                max_bytes: int = DEFAULT_MAX_BYTES, timeout: float = 180) -> ModelServer:
-    """Starts a scoring server for `model_uri` on 127.0.0.1 and returns it once `/ping` answers."""
+                max_bytes: int = DEFAULT_MAX_BYTES, timeout: float = 180, wait: bool = True) -> ModelServer:
+    """Starts a scoring server for `model_uri` on 127.0.0.1 and returns it once `/ping` answers (with wait=False at
+    once: call its wait_ready() when you need it)."""
     import mlflow
 
     if on_databricks():
@@ -207,7 +217,8 @@ def serve_model(model_uri: str, *, guarded: bool = False, name: str | None = Non
                    "--host", "127.0.0.1", "--port", str(port)]
     name = name or model_uri
     log = workspace_dir() / "logs" / f"serving-{port}.log"
-    return ModelServer(name, command, env, port, log).start(timeout)
+    server = ModelServer(name, command, env, port, log)
+    return server.start(timeout) if wait else server.launch()
 
 
 def _post_forever(url: str, body: bytes, deadline: float, latencies: list[float]) -> None:

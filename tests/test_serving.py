@@ -236,6 +236,19 @@ def test_the_size_limit_refuses_before_reading_the_body(guarded):
     assert status == 413 and json.loads(body)["error_code"] == "REQUEST_TOO_LARGE"
 
 
+def test_servers_launched_together_each_become_ready(store):
+    servers = [serve_model(store["linear"], guarded=guarded, wait=False) for guarded in (True, False)]
+    try:
+        assert all(s.running and s.ready_seconds is None for s in servers)  # launched, not yet waited for
+        for server in servers:
+            server.wait_ready()
+            reply = requests.post(server.url + "/invocations", json=good_body(store["frame"]), timeout=30)
+            assert reply.status_code == 200 and server.ready_seconds > 0
+    finally:
+        for server in servers:
+            server.stop()
+
+
 @pytest.mark.parametrize("guarded_server", [True, False], ids=["guarded", "mlflow-models-serve"])
 def test_leaving_the_with_block_stops_the_server_and_its_children(store, guarded_server):
     with serve_model(store["linear"], guarded=guarded_server) as server:
