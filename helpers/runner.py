@@ -250,8 +250,9 @@ def run_course(notebooks: list[Path], parameters: dict, kernel: str = "python3",
                 os.environ[SHARED_DRIVER] = driver.address  # the kernel inherits it; its start_spark pops it
             results[index] = result = run_notebook(notebook, output, parameters, kernel, timeout)
             os.environ.pop(SHARED_DRIVER, None)
-            if driver:
-                driver.release()
+            if driver and not driver.release():
+                print("The shared Spark driver stopped answering; the next notebooks start their own.", flush=True)
+                driver = None
             print(f"[{index + 1}/{len(notebooks)}] {notebook.name} {result.status} in {result.seconds:.1f} s",
                   flush=True)
             if result.status == "failed":

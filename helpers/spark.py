@@ -199,17 +199,24 @@ class SharedDriver:
             return None
         return cls(gateway)
 
-    def release(self) -> None:
-        """Stops the SparkContext a finished notebook left on the driver, so the next one can create its own."""
-        spark_context = getattr(getattr(self.gateway.jvm.org.apache.spark, "SparkContext$"), "MODULE$")
-        active = spark_context.getActive()  # package-private in Scala, public to the JVM
-        if active.isDefined():
-            active.get().stop()
+    def release(self) -> bool:
+        """Stops the SparkContext a finished notebook left on the driver, so the next one can create its own;
+        False if the driver no longer answers (it crashed, or was killed)."""
+        from py4j.protocol import Py4JError
+
+        try:
+            spark_context = getattr(getattr(self.gateway.jvm.org.apache.spark, "SparkContext$"), "MODULE$")
+            active = spark_context.getActive()  # package-private in Scala, public to the JVM
+            if active.isDefined():
+                active.get().stop()
+            return True
+        except (Py4JError, OSError):  # a dead JVM: a network error, or the connection refused
+            return False
 
     def close(self) -> None:
         self.release()
-        self.gateway.shutdown()  # closes the JVM's stdin, on which it exits
-        self.gateway.proc.stdin.close()
+        self.gateway.shutdown()
+        self.gateway.proc.stdin.close()  # the JVM exits when its stdin closes
         self.gateway.proc.wait(timeout=60)
 
 

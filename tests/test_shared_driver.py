@@ -76,3 +76,13 @@ def test_a_kernel_whose_shared_driver_is_gone_starts_its_own(workspace, tmp_path
     result = subprocess.run([sys.executable, "-c", REPORT], env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "rows 5" in result.stdout
+
+
+def test_a_driver_that_died_is_reported_as_gone(workspace):
+    from helpers.spark import SharedDriver
+
+    driver = SharedDriver.start()
+    assert driver is not None and driver.release()  # nothing attached yet: nothing to stop, and it answers
+    driver.gateway.proc.kill()
+    driver.gateway.proc.wait(timeout=30)
+    assert driver.release() is False  # the runner then lets the next notebooks start their own
