@@ -217,16 +217,17 @@ def print_profile(results: list[Result], floor: Result) -> None:
     print(f"{'total':<{width}}  {total:7.1f}  {total / floor.seconds:6.1f}   ('!': over its budget)")
 
 
-def start_shared_driver() -> tuple[SharedDriver | None, Result]:
-    """The Spark driver the notebooks attach to in turn, and what starting it cost (a row of the table)."""
+def start_shared_driver() -> tuple[SharedDriver | None, Result | None]:
+    """The Spark driver the notebooks attach to in turn, and what starting it cost (a row of the table); (None,
+    None) if it could not start."""
     from helpers.spark import SharedDriver
 
     started = time.monotonic()
     driver = SharedDriver.start()
-    status = "passed" if driver else "failed"
+    seconds = time.monotonic() - started
     print(f"Shared Spark driver: {'started' if driver else 'not started; each notebook starts its own'} "
-          f"in {time.monotonic() - started:.1f} s", flush=True)
-    return driver, Result(SHARED_DRIVER_ROW, status, time.monotonic() - started)
+          f"in {seconds:.1f} s", flush=True)
+    return (driver, Result(SHARED_DRIVER_ROW, "passed", seconds)) if driver else (None, None)
 
 
 def run_course(notebooks: list[Path], parameters: dict, kernel: str = "python3", timeout: int = 1800,
@@ -263,7 +264,7 @@ def run_course(notebooks: list[Path], parameters: dict, kernel: str = "python3",
     finally:
         if driver:
             driver.close()
-    return ([start] if start and start.status == "passed" else []) + results
+    return ([start] if start else []) + results
 
 
 def main(argv: list[str] | None = None) -> int:
