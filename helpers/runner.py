@@ -248,7 +248,7 @@ def run_course(notebooks: list[Path], parameters: dict, kernel: str = "python3",
             print(f"[{index + 1}/{len(notebooks)}] {notebook.name} ...", flush=True)
             output = executed / notebook.name
             if driver:
-                os.environ[SHARED_DRIVER] = driver.address  # the kernel inherits it; its start_spark pops it
+                os.environ[SHARED_DRIVER] = driver.address  # inherited by the kernel and the processes it starts
             results[index] = result = run_notebook(notebook, output, parameters, kernel, timeout)
             os.environ.pop(SHARED_DRIVER, None)
             if driver and not driver.release():

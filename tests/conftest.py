@@ -7,7 +7,8 @@ import pytest
 
 COURSE_VARIABLES = ("COURSE_WORKSPACE", "COURSE_SPARK_MASTER", "COURSE_DELTA_JARS", "MLFLOW_TRACKING_URI",
                     "MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME", "DATABRICKS_RUNTIME_VERSION", "COURSE_UC_SCHEMA",
-                    "COURSE_NAME_PREFIX", "COURSE_WEBHOOK_ADMIN_USERNAME", "COURSE_WEBHOOK_ADMIN_PASSWORD")
+                    "COURSE_NAME_PREFIX", "COURSE_WEBHOOK_ADMIN_USERNAME", "COURSE_WEBHOOK_ADMIN_PASSWORD",
+                    "COURSE_SPARK_DRIVER")
 
 
 @pytest.fixture
@@ -24,7 +25,7 @@ def workspace(tmp_path, monkeypatch):
 def spark(tmp_path_factory):
     """A real Spark session with Delta, in a workspace of its own (and MLflow's store there), for one test module."""
     saved = {name: os.environ.get(name) for name in ("COURSE_WORKSPACE", "MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT_ID",
-                                                     "MLFLOW_EXPERIMENT_NAME")}
+                                                     "MLFLOW_EXPERIMENT_NAME", "COURSE_SPARK_DRIVER")}
     os.environ["COURSE_WORKSPACE"] = str(tmp_path_factory.mktemp("spark-workspace"))
     for name in saved.keys() - {"COURSE_WORKSPACE"}:  # another module's experiment does not exist in this new store
         os.environ.pop(name, None)

@@ -15,7 +15,7 @@ import pytest
 # process (mlflow.set_tracking_uri sets MLFLOW_TRACKING_URI, mlflow.set_experiment sets MLFLOW_EXPERIMENT_ID), and a
 # kernel inherits what it finds: `mlflow run --experiment-name` in notebook 07 refuses a leaked MLFLOW_EXPERIMENT_ID.
 KERNEL_VARIABLES = ("COURSE_WORKSPACE", "MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME",
-                    "COURSE_SPARK_MASTER", "DATABRICKS_RUNTIME_VERSION")
+                    "COURSE_SPARK_MASTER", "DATABRICKS_RUNTIME_VERSION", "COURSE_SPARK_DRIVER")
 _kernel_environment: dict[str, str | None] = {}
 
 
