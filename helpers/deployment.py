@@ -7,7 +7,7 @@ The notebooks learn nothing new: they receive COURSE_SPARK_MASTER, MLFLOW_TRACKI
 MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD, as they would for a team's own cluster and tracking server
 (plus the admin account 08 registers its webhook with, and with several learners a COURSE_NAME_PREFIX each).
 Artifacts travel through the tracking server (proxied artifact serving), so no client needs the server's disk.
-Credentials come from environment variables (see README "The course on a cluster"); unset ones are made up for
+Credentials come from environment variables (see docs/cluster.md); unset ones are made up for
 this one bring-up and never committed. Everything started here is stopped on the way out, also on
 failure, Ctrl-C or SIGTERM; PostgreSQL is stopped only if this command started it.
 
@@ -459,7 +459,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             if args.up:
                 print("Point a course run at it with these variables (Ctrl-C tears it down):")
-                for learner in learners:  # passwords too: made up for this bring-up unless chosen (README)
+                for learner in learners:  # passwords too: made up for this bring-up unless chosen (docs/cluster.md)
                     print(f"  for {learner}:")
                     for name, value in sorted(deployment.environment(learner).items()):
                         print(f"    {name}={value}")

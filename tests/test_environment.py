@@ -39,7 +39,7 @@ def lock_pins() -> dict[str, str]:
 
 
 def test_the_lock_pins_every_requirement_at_its_top_level_pin():
-    # Refresh after editing requirements.txt: see README, "Dependencies".
+    # Refresh after editing requirements.txt: see docs/dependencies.md.
     locked = lock_pins()
     assert len(locked) > 100  # the transitive packages too, not only the top-level ones
     disagree = {name: (version, locked.get(package(name))) for name, version in pip_pins().items()
@@ -68,7 +68,7 @@ def test_conda_environment_has_the_same_pins_as_pip():
 
 
 def test_delta_python_package_and_jars_share_one_version():
-    # The wheel asks Spark for the jars of its own version; 4.4.1's jars do not resolve (see README).
+    # The wheel asks Spark for the jars of its own version; 4.4.1's jars do not resolve (see docs/dependencies.md).
     pins = pip_pins()
     assert pins["delta-spark"] == "4.4.0"
     assert pins["pyspark"] == "4.2.0"

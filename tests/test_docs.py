@@ -1,0 +1,34 @@
+"""The README stays a short front page, and every page it, docs/ and the notebooks' prose link to exists."""
+import re
+
+import nbformat
+
+from helpers.config import REPO_ROOT
+
+PAGES = [REPO_ROOT / "README.md", *sorted((REPO_ROOT / "docs").glob("*.md")),
+         *sorted((REPO_ROOT / "notebooks").glob("*.ipynb"))]
+
+
+def prose(page):
+    if page.suffix == ".ipynb":
+        return "\n".join(c.source for c in nbformat.read(page, as_version=4).cells if c.cell_type == "markdown")
+    return page.read_text()
+
+
+def relative_links(page):
+    for target in re.findall(r"\]\(([^)\s]+)\)", prose(page)):
+        if not re.match(r"[a-z]+:", target) and not target.startswith("#"):
+            yield target.split("#")[0]
+
+
+def test_every_relative_link_of_the_readme_and_docs_exists():
+    broken = [f"{page.relative_to(REPO_ROOT)} -> {target}" for page in PAGES for target in relative_links(page)
+              if not (page.parent / target).exists()]
+    assert not broken, broken
+
+
+def test_the_readme_is_short_and_reaches_every_docs_page():
+    readme = REPO_ROOT / "README.md"
+    assert len(readme.read_bytes()) <= 12 * 1024, "README.md is for arriving learners: move details to docs/"
+    linked = {(readme.parent / target).resolve() for target in relative_links(readme)}
+    assert not [p.name for p in PAGES if p.parent.name == "docs" and p.resolve() not in linked]
