@@ -14,8 +14,9 @@ COURSE_VARIABLES = ("COURSE_WORKSPACE", "COURSE_SPARK_MASTER", "COURSE_DELTA_JAR
 @pytest.fixture
 def workspace(tmp_path, monkeypatch):
     """A fresh, empty course workspace, with no course variable set but COURSE_WORKSPACE."""
-    for name in COURSE_VARIABLES:
-        monkeypatch.delenv(name, raising=False)
+    for name in COURSE_VARIABLES:  # set first, so that monkeypatch restores even what the test's code sets itself
+        monkeypatch.setenv(name, "")
+        monkeypatch.delenv(name)
     folder = tmp_path / "workspace"
     monkeypatch.setenv("COURSE_WORKSPACE", str(folder))
     return folder

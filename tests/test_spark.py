@@ -1,5 +1,6 @@
 import os
 import sys
+from types import SimpleNamespace
 
 import pytest
 from pyspark.sql import SparkSession
@@ -82,7 +83,9 @@ def test_auto_mode_falls_back_to_maven_when_sparks_resolver_fails(workspace, mon
 
     class Started:
         version = "4.2.0"
-        sparkContext = type("Context", (), {"setLogLevel": lambda self, level: None})()
+        sparkContext = type("Context", (), {"setLogLevel": lambda self, level: None,
+                                            "_gateway": SimpleNamespace(gateway_parameters=SimpleNamespace(
+                                                port=25333, auth_token="secret"))})()
 
     def launch(builder, log, java):
         launches.append(builder._options.get("spark.jars"))
