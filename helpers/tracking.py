@@ -33,6 +33,19 @@ _QUIET_MESSAGES = {
 }
 
 
+# What `mlflow.register_model` prints to stderr (with print, not a logger) at every call: the lessons print the
+# version they registered themselves.
+_QUIET_REGISTRATION_LINES = ("Successfully registered model ", "Registered model ", "Created version ")
+
+
+def _registration_lines_dropped(eprint):
+    def quiet_eprint(*args, **kwargs):
+        if not (args and str(args[0]).startswith(_QUIET_REGISTRATION_LINES)):
+            eprint(*args, **kwargs)
+    quiet_eprint.course_quiet = True
+    return quiet_eprint
+
+
 class _KnownMessages(logging.Filter):
     """Drops records that start with one of `prefixes`."""
 
@@ -98,6 +111,10 @@ def quiet_mlflow() -> None:
             logger.addFilter(_KnownMessages(prefixes))
     for pattern in _QUIET_WARNINGS:
         warnings.filterwarnings("ignore", message=pattern)
+    from mlflow.tracking._model_registry import fluent as registry
+
+    if not getattr(registry.eprint, "course_quiet", False):
+        registry.eprint = _registration_lines_dropped(registry.eprint)
 
 
 def use_this_python() -> None:

@@ -143,3 +143,16 @@ def test_known_mlflow_lines_are_dropped_and_other_warnings_of_the_same_logger_ke
         logger.warning("Something MLflow has not said before")
     assert [r.getMessage() for r in caplog.records if r.name == "mlflow.pyfunc"] == [
         "Something MLflow has not said before"]
+
+
+def test_register_model_prints_no_progress_lines_but_other_lines_of_its_module_still_show(capsys):
+    from mlflow.tracking._model_registry import fluent as registry
+
+    from helpers.tracking import quiet_mlflow
+
+    quiet_mlflow()
+    quiet_mlflow()  # idempotent: wrapped once
+    registry.eprint("Registered model 'retail_age_model' already exists. Creating a new version of this model...")
+    registry.eprint("Created version '3' of model 'retail_age_model'.")
+    registry.eprint("Something the registry has not said before")
+    assert capsys.readouterr().err.splitlines() == ["Something the registry has not said before"]
