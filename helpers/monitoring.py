@@ -25,7 +25,9 @@ def psi(reference, current, bins: int = BINS) -> float:
     reference, current = reference[~np.isnan(reference)], current[~np.isnan(current)]
     if len(reference) == 0 or len(current) == 0:
         raise ValueError("PSI needs at least one value on each side; one of the two samples is empty.")
-    cuts = np.unique(np.quantile(reference, np.linspace(0, 1, bins + 1))[1:-1])
+    # The observation nearest each decile, as Spark's exact approxQuantile picks it: notebook 09 computes PSI in Spark
+    # and checks that the two agree.
+    cuts = np.unique(np.quantile(reference, np.linspace(0, 1, bins + 1)[1:-1], method="closest_observation"))
     cuts = cuts[cuts > reference.min()]  # a cut at the minimum would only make an empty first bin
     if len(cuts) == 0:  # a constant reference: its value in one bin, anything above it in the other
         cuts = np.array([np.nextafter(reference.max(), np.inf)])
