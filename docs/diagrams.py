@@ -1,0 +1,148 @@
+"""Draws the course's diagrams into docs/images/ as SVG: change a box or an arrow here and run
+
+    .venv/bin/python docs/diagrams.py
+
+The notebooks show the files (`![...](../docs/images/<name>.svg)`); tests/test_docs.py checks every diagram is
+drawn by this script and up to date. Only matplotlib, which the course installs anyway, so nothing else to learn.
+"""
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("svg")
+import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.patches import FancyArrowPatch, FancyBboxPatch  # noqa: E402
+
+IMAGES = Path(__file__).resolve().parent / "images"
+INK, MUTED = "#1f2933", "#52606d"
+FILLS = {"data": "#e3f2fd", "mlflow": "#e8f5e9", "ops": "#fff3e0", "note": "#f5f5f5"}
+
+
+def box(ax, x, y, text, kind="mlflow", width=2.6, height=0.9):
+    ax.add_patch(FancyBboxPatch((x - width / 2, y - height / 2), width, height, boxstyle="round,pad=0.04,rounding_size=0.12",
+                                facecolor=FILLS[kind], edgecolor=INK, linewidth=1.1))
+    ax.text(x, y, text, ha="center", va="center", fontsize=9, color=INK)
+
+
+def arrow(ax, start, end, label="", bend=0.0, offset=(0, 0.18)):
+    ax.add_patch(FancyArrowPatch(start, end, arrowstyle="-|>", mutation_scale=14, color=MUTED, linewidth=1.2,
+                                 connectionstyle=f"arc3,rad={bend}", shrinkA=4, shrinkB=4))
+    if label:
+        ax.text((start[0] + end[0]) / 2 + offset[0], (start[1] + end[1]) / 2 + offset[1], label, ha="center",
+                va="center", fontsize=8.5, color=MUTED, style="italic")
+
+
+def canvas(width, height):
+    figure, ax = plt.subplots(figsize=(width, height))
+    ax.set_xlim(0, width * 1.6)
+    ax.set_ylim(0, height * 1.6)
+    ax.axis("off")
+    return figure, ax
+
+
+def lifecycle():
+    """The ML lifecycle the course follows, and the MLflow component behind each step."""
+    figure, ax = canvas(9, 4.2)
+    left, middle, right, top, bottom = 2.3, 7.2, 12.1, 5.2, 1.5
+    steps = [(left, top, "data\n(Delta tables: 00)", "data"), (middle, top, "train and track\n(Tracking: 01, 02)", "mlflow"),
+             (right, top, "package\n(Models: 03; Projects: 07)", "mlflow"),
+             (right, bottom, "register and promote\n(Model Registry: 04, 07)", "mlflow"),
+             (middle, bottom, "deploy: batch and online\n(05, 06)", "ops"),
+             (left, bottom, "monitor and retrain\n(08, 09)", "ops")]
+    for x, y, text, kind in steps:
+        box(ax, x, y, text, kind, width=4.0, height=1.2)
+    arrow(ax, (left + 2.0, top), (middle - 2.0, top))
+    arrow(ax, (middle + 2.0, top), (right - 2.0, top))
+    arrow(ax, (right, top - 0.6), (right, bottom + 0.6))
+    arrow(ax, (right - 2.0, bottom), (middle + 2.0, bottom))
+    arrow(ax, (middle - 2.0, bottom), (left + 2.0, bottom))
+    arrow(ax, (left, bottom + 0.6), (left, top - 0.6))
+    ax.text(middle, 3.35, "MLflow's four components: Tracking, Models, Projects, Model Registry",
+            ha="center", fontsize=9.5, color=INK, weight="bold")
+    return figure
+
+
+def medallion():
+    """Bronze, silver and gold: the tables notebook 00 builds."""
+    figure, ax = canvas(9, 2.2)
+    stages = [(1.8, "raw files\ndata/*.csv.gz", "note"), (5.4, "bronze\nretail_bronze\n(as landed)", "data"),
+              (9.0, "silver\nretail_silver\n(cleaned)", "data"),
+              (12.6, "gold\nretail_features\n(one row per customer)", "data")]
+    for x, text, kind in stages:
+        box(ax, x, 1.7, text, kind, width=3.35, height=1.4)
+    for (x1, *_), (x2, *_), label in zip(stages, stages[1:], ["load", "clean", "features"]):
+        arrow(ax, (x1 + 1.68, 1.7), (x2 - 1.68, 1.7))
+        ax.text((x1 + x2) / 2, 2.75, label, ha="center", fontsize=8.5, color=MUTED, style="italic")
+    ax.text(7.2, 0.4, "every write is a new Delta version: history and time travel", ha="center", fontsize=9,
+            color=MUTED)
+    return figure
+
+
+def registry():
+    """A registered model: numbered versions, each from a run; aliases point at versions."""
+    figure, ax = canvas(9, 3)
+    ax.text(7.2, 4.4, "registered model retail_age_model", ha="center", fontsize=10.5, color=INK, weight="bold")
+    for i, status in enumerate(["passed", "failed", "rejected", "passed"]):
+        x = 2.0 + i * 3.6
+        box(ax, x, 2.5, f"version {i + 1}\nvalidation: {status}", "mlflow", width=3.3, height=1.0)
+        box(ax, x, 0.65, "its run: parameters,\nmetrics, Delta version", "note", width=3.3, height=1.0)
+        arrow(ax, (x, 1.15), (x, 2.0))
+    for x, alias in ((5.6, "@challenger"), (12.8, "@champion")):
+        ax.text(x, 3.65, alias, ha="center", fontsize=9.5, color="#c62828", weight="bold")
+        arrow(ax, (x, 3.5), (x, 3.0))
+    return figure
+
+
+def cd4ml():
+    """The CD4ML loop of notebooks 07-09."""
+    figure, ax = canvas(9, 4)
+    left, middle, right, top, bottom = 2.3, 7.2, 12.1, 5.0, 1.2
+    nodes = [(left, top, "a new month\nlands in Delta", "data"), (middle, top, "monitoring run:\nPSI, RMSE", "mlflow"),
+             (right, top, "training project\nregisters version N", "mlflow"),
+             (right, bottom, "webhook: signed\nmodel_version.created", "ops"),
+             (middle, bottom, "gate: N against\n@champion", "ops"),
+             (left, bottom, "@champion moves to N;\nbatch scoring", "data")]
+    for x, y, text, kind in nodes:
+        box(ax, x, y, text, kind, width=3.8, height=1.2)
+    arrow(ax, (left + 1.9, top), (middle - 1.9, top))
+    arrow(ax, (middle + 1.9, top), (right - 1.9, top))
+    ax.text((middle + right) / 2, top + 0.95, "a threshold crossed", ha="center", fontsize=8.5, color=MUTED,
+            style="italic")
+    arrow(ax, (right, top - 0.6), (right, bottom + 0.6))
+    arrow(ax, (right - 1.9, bottom), (middle + 1.9, bottom))
+    ax.text((middle + right) / 2, bottom - 0.95, "the CI job", ha="center", fontsize=8.5, color=MUTED, style="italic")
+    arrow(ax, (middle - 1.9, bottom), (left + 1.9, bottom))
+    ax.text((left + middle) / 2, bottom - 0.95, "passes", ha="center", fontsize=8.5, color=MUTED, style="italic")
+    arrow(ax, (left, bottom + 0.6), (left, top - 0.6))
+    ax.text(left + 0.25, 3.1, "next month", ha="left", fontsize=8.5, color=MUTED, style="italic")
+    ax.text(middle, 3.1, "fails: N is tagged rejected, @champion stays", ha="center", fontsize=8.5, color=MUTED,
+            style="italic")
+    return figure
+
+
+DIAGRAMS = {"lifecycle": lifecycle, "medallion": medallion, "registry": registry, "cd4ml": cd4ml}
+
+
+def render(draw) -> str:
+    """One diagram as SVG text, the same on every run (no dates, no random ids)."""
+    plt.rcParams["svg.hashsalt"] = "course"
+    plt.rcParams["svg.fonttype"] = "none"  # text stays text: searchable, and small
+    figure = draw()
+    buffer = io.StringIO()
+    figure.savefig(buffer, format="svg", bbox_inches="tight", metadata={"Date": None, "Creator": None})
+    plt.close(figure)
+    return buffer.getvalue()
+
+
+def main() -> None:
+    IMAGES.mkdir(exist_ok=True)
+    for name, draw in DIAGRAMS.items():
+        (IMAGES / f"{name}.svg").write_text(render(draw))
+        print(f"wrote docs/images/{name}.svg")
+
+
+if __name__ == "__main__":
+    main()
