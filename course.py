@@ -7,6 +7,7 @@ it creates .venv/ and installs the course on first use.
     python3 course.py cluster # the course on PostgreSQL + mlflow server (basic-auth) + a Spark standalone cluster
     python3 course.py lab     # JupyterLab on the course environment, opened in notebooks/
     python3 course.py ui      # the MLflow UI on the course's tracking store
+    python3 course.py site    # the course as a static site (README, executed lessons, docs/) in workspace/site/
     python3 course.py clean   # delete the course workspace (resets the course)
     python3 course.py data    # regenerate data/ from its fixed seed
 
@@ -86,6 +87,7 @@ def main(argv: list[str]) -> int:
         "ui": ["-m", "helpers.cli", "ui"],
         "clean": ["-m", "helpers.cli", "clean"],
         "data": ["-m", "helpers.data"],
+        "site": ["-m", "helpers.site"],
     }
     if not argv or argv[0] not in commands:
         print(__doc__)

@@ -32,3 +32,16 @@ def test_the_readme_is_short_and_reaches_every_docs_page():
     assert len(readme.read_bytes()) <= 12 * 1024, "README.md is for arriving learners: move details to docs/"
     linked = {(readme.parent / target).resolve() for target in relative_links(readme)}
     assert not [p.name for p in PAGES if p.parent.name == "docs" and p.resolve() not in linked]
+
+
+def test_every_diagram_is_drawn_by_the_script_and_up_to_date():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("diagrams", REPO_ROOT / "docs" / "diagrams.py")
+    diagrams = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(diagrams)
+    committed = {p.stem for p in diagrams.IMAGES.glob("*.svg")}
+    assert committed == set(diagrams.DIAGRAMS), "an SVG in docs/images/ that docs/diagrams.py does not draw, or one missing"
+    stale = [name for name, draw in diagrams.DIAGRAMS.items()
+             if (diagrams.IMAGES / f"{name}.svg").read_text() != diagrams.render(draw)]
+    assert not stale, f"run `.venv/bin/python docs/diagrams.py` and commit: {stale}"
