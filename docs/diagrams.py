@@ -43,24 +43,34 @@ def canvas(width, height):
     return figure, ax
 
 
+LEFT, MIDDLE, RIGHT = 2.3, 7.2, 12.1
+
+
+def loop(ax, steps, top, bottom, width):
+    """Six boxes in a loop: three along the top from left to right, three back along the bottom."""
+    places = [(LEFT, top), (MIDDLE, top), (RIGHT, top), (RIGHT, bottom), (MIDDLE, bottom), (LEFT, bottom)]
+    for (x, y), (text, kind) in zip(places, steps):
+        box(ax, x, y, text, kind, width=width, height=1.2)
+    half = width / 2
+    for (x1, y1), (x2, y2) in zip(places, places[1:] + places[:1]):
+        if y1 == y2:
+            arrow(ax, (x1 + half * (1 if x2 > x1 else -1), y1), (x2 - half * (1 if x2 > x1 else -1), y2))
+        else:
+            arrow(ax, (x1, y1 + 0.6 * (1 if y2 > y1 else -1)), (x2, y2 - 0.6 * (1 if y2 > y1 else -1)))
+
+
+def caption(ax, x, y, text, **options):
+    ax.text(x, y, text, ha=options.pop("ha", "center"), fontsize=8.5, color=MUTED, style="italic", **options)
+
+
 def lifecycle():
     """The ML lifecycle the course follows, and the MLflow component behind each step."""
     figure, ax = canvas(9, 4.2)
-    left, middle, right, top, bottom = 2.3, 7.2, 12.1, 5.2, 1.5
-    steps = [(left, top, "data\n(Delta tables: 00)", "data"), (middle, top, "train and track\n(Tracking: 01, 02)", "mlflow"),
-             (right, top, "package\n(Models: 03; Projects: 07)", "mlflow"),
-             (right, bottom, "register and promote\n(Model Registry: 04, 07)", "mlflow"),
-             (middle, bottom, "deploy: batch and online\n(05, 06)", "ops"),
-             (left, bottom, "monitor and retrain\n(08, 09)", "ops")]
-    for x, y, text, kind in steps:
-        box(ax, x, y, text, kind, width=4.0, height=1.2)
-    arrow(ax, (left + 2.0, top), (middle - 2.0, top))
-    arrow(ax, (middle + 2.0, top), (right - 2.0, top))
-    arrow(ax, (right, top - 0.6), (right, bottom + 0.6))
-    arrow(ax, (right - 2.0, bottom), (middle + 2.0, bottom))
-    arrow(ax, (middle - 2.0, bottom), (left + 2.0, bottom))
-    arrow(ax, (left, bottom + 0.6), (left, top - 0.6))
-    ax.text(middle, 3.35, "MLflow's four components: Tracking, Models, Projects, Model Registry",
+    loop(ax, [("data\n(Delta tables: 00)", "data"), ("train and track\n(Tracking: 01, 02)", "mlflow"),
+              ("package\n(Models: 03; Projects: 07)", "mlflow"), ("register and promote\n(Model Registry: 04, 07)", "mlflow"),
+              ("deploy: batch and online\n(05, 06)", "ops"), ("monitor and retrain\n(08, 09)", "ops")],
+         top=5.2, bottom=1.5, width=4.0)
+    ax.text(MIDDLE, 3.35, "MLflow's four components: Tracking, Models, Projects, Model Registry",
             ha="center", fontsize=9.5, color=INK, weight="bold")
     return figure
 
@@ -75,7 +85,7 @@ def medallion():
         box(ax, x, 1.7, text, kind, width=3.35, height=1.4)
     for (x1, *_), (x2, *_), label in zip(stages, stages[1:], ["load", "clean", "features"]):
         arrow(ax, (x1 + 1.68, 1.7), (x2 - 1.68, 1.7))
-        ax.text((x1 + x2) / 2, 2.75, label, ha="center", fontsize=8.5, color=MUTED, style="italic")
+        caption(ax, (x1 + x2) / 2, 2.75, label)
     ax.text(7.2, 0.4, "every write is a new Delta version: history and time travel", ha="center", fontsize=9,
             color=MUTED)
     return figure
@@ -99,27 +109,16 @@ def registry():
 def cd4ml():
     """The CD4ML loop of notebooks 07-09."""
     figure, ax = canvas(9, 4)
-    left, middle, right, top, bottom = 2.3, 7.2, 12.1, 5.0, 1.2
-    nodes = [(left, top, "a new month\nlands in Delta", "data"), (middle, top, "monitoring run:\nPSI, RMSE", "mlflow"),
-             (right, top, "training project\nregisters version N", "mlflow"),
-             (right, bottom, "webhook: signed\nmodel_version.created", "ops"),
-             (middle, bottom, "gate: N against\n@champion", "ops"),
-             (left, bottom, "@champion moves to N;\nbatch scoring", "data")]
-    for x, y, text, kind in nodes:
-        box(ax, x, y, text, kind, width=3.8, height=1.2)
-    arrow(ax, (left + 1.9, top), (middle - 1.9, top))
-    arrow(ax, (middle + 1.9, top), (right - 1.9, top))
-    ax.text((middle + right) / 2, top + 0.95, "a threshold crossed", ha="center", fontsize=8.5, color=MUTED,
-            style="italic")
-    arrow(ax, (right, top - 0.6), (right, bottom + 0.6))
-    arrow(ax, (right - 1.9, bottom), (middle + 1.9, bottom))
-    ax.text((middle + right) / 2, bottom - 0.95, "the CI job", ha="center", fontsize=8.5, color=MUTED, style="italic")
-    arrow(ax, (middle - 1.9, bottom), (left + 1.9, bottom))
-    ax.text((left + middle) / 2, bottom - 0.95, "passes", ha="center", fontsize=8.5, color=MUTED, style="italic")
-    arrow(ax, (left, bottom + 0.6), (left, top - 0.6))
-    ax.text(left + 0.25, 3.1, "next month", ha="left", fontsize=8.5, color=MUTED, style="italic")
-    ax.text(middle, 3.1, "fails: N is tagged rejected, @champion stays", ha="center", fontsize=8.5, color=MUTED,
-            style="italic")
+    top, bottom = 5.0, 1.2
+    loop(ax, [("a new month\nlands in Delta", "data"), ("monitoring run:\nPSI, RMSE", "mlflow"),
+              ("training project\nregisters version N", "mlflow"), ("webhook: signed\nmodel_version.created", "ops"),
+              ("gate: N against\n@champion", "ops"), ("@champion moves to N;\nbatch scoring", "data")],
+         top=top, bottom=bottom, width=3.8)
+    caption(ax, (MIDDLE + RIGHT) / 2, top + 0.95, "a threshold crossed")
+    caption(ax, (MIDDLE + RIGHT) / 2, bottom - 0.95, "the CI job")
+    caption(ax, (LEFT + MIDDLE) / 2, bottom - 0.95, "passes")
+    caption(ax, LEFT + 0.25, 3.1, "next month", ha="left")
+    caption(ax, MIDDLE, 3.1, "fails: N is tagged rejected, @champion stays")
     return figure
 
 
