@@ -131,7 +131,8 @@ def _one_resolver_at_a_time():
     except ImportError:  # Windows: no fcntl; one start at a time is then the learner's to keep
         yield
         return
-    # Java takes its home from the password file, not $HOME, and keeps the Ivy cache there (docs/configuration.md, "Behind a proxy").
+    # Java takes its home from the password file, not $HOME, and keeps the Ivy cache there (docs/configuration.md,
+    # "Behind a proxy").
     lock = Path(pwd.getpwuid(os.getuid()).pw_dir) / ".ivy2.5.2" / "course-start.lock"
     lock.parent.mkdir(parents=True, exist_ok=True)
     with open(lock, "w") as handle:
@@ -167,9 +168,7 @@ def _attach(builder, address: str):
         active = _active_context(SparkContext._jvm)
         if not active.isDefined():
             return builder.getOrCreate()
-        theirs = active.get().getConf()
-        if theirs.get("spark.master", "") != builder._options["spark.master"] or \
-                _local_path(theirs.get("spark.sql.warehouse.dir", "")) != _local_path(builder._options["spark.sql.warehouse.dir"]):
+        if not _same_course(active.get().getConf(), builder._options):
             raise RuntimeError("that driver runs another workspace or master")  # a test's, say: never share it
         return _join(active.get())
     except Exception:  # that driver is gone, busy or not ours: this process starts a driver of its own instead
@@ -180,9 +179,14 @@ def _attach(builder, address: str):
         os.environ.pop("PYSPARK_GATEWAY_SECRET")
 
 
-def _local_path(location: str) -> Path:
-    """A warehouse location as Spark may qualify it (`file:/a/b`), or as the course sets it (`/a/b`)."""
-    return Path(location.removeprefix("file://").removeprefix("file:")).resolve()
+def _same_course(theirs, ours: dict) -> bool:
+    """Whether a running SparkContext's settings have this process's master and warehouse (Spark qualifies the
+    warehouse as `file:/a/b` where the course sets `/a/b`)."""
+    def place(location: str) -> Path:
+        return Path(location.removeprefix("file://").removeprefix("file:")).resolve()
+
+    return theirs.get("spark.master", "") == ours["spark.master"] and \
+        place(theirs.get("spark.sql.warehouse.dir", "")) == place(ours["spark.sql.warehouse.dir"])
 
 
 def _active_context(jvm):
