@@ -55,6 +55,8 @@ def test_course_py_installs_the_lock_and_nothing_unpinned():
     commands = course.install_command(Path(sys.executable))
     assert commands[0][-3:] == ["--require-hashes", "-r", str(REPO_ROOT / "requirements.lock")]
     assert commands[1][-3:] == ["--no-deps", "-e", str(REPO_ROOT)]  # the helpers package adds no dependency
+    # Compiled at install, or every process compiles MLflow from source where PYTHONDONTWRITEBYTECODE is set.
+    assert {"--compile-bytecode", "--compile"} & set(commands[0])
 
 
 def test_conda_environment_has_the_same_pins_as_pip():
