@@ -138,14 +138,12 @@ def monitor(spark, model_name: str, month: dt.date, thresholds: MonitoringThresh
 
 def refresh_training_table(spark, table: str, month: dt.date) -> str:
     """Rewrites `table` with the twelve months that end with `month` (a new Delta version); returns that version."""
-    from delta.tables import DeltaTable
-
     from helpers.features import training_table
 
     categories = sorted(r.Category for r in spark.read.table("retail_products").select("Category").distinct().collect())
     training_table(spark.read.table("retail_silver"), spark.read.table("retail_customers"), categories, month) \
         .write.format("delta").mode("overwrite").saveAsTable(table)
-    return str(DeltaTable.forName(spark, table).history(1).first()["version"])
+    return str(spark.sql(f"DESCRIBE HISTORY `{table}` LIMIT 1").first()["version"])  # SQL: Spark Connect has it too
 
 
 def run_as_ci(model_name: str, *arguments: str) -> int:

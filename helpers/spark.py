@@ -20,6 +20,11 @@ RESOLVER_FAILURES = ("unresolved dependency", "PKIX path building failed", "Unkn
 # The environment variable through which a process finds the Spark driver to join ("port:secret"): the runner's
 # shared driver (SharedDriver), or the driver of the notebook or command that started the process.
 SHARED_DRIVER = "COURSE_SPARK_DRIVER"
+# pyspark's own variable for Spark Connect, as on Databricks serverless and standard compute: `local[2]` starts a
+# Connect server in this process's JVM, `sc://host:port` talks to a server elsewhere (a thin client, no JVM here).
+SPARK_REMOTE = "SPARK_REMOTE"
+# What pyspark sets once a Connect session exists; a process started from such a notebook inherits them.
+CONNECT_VARIABLES = (SPARK_REMOTE, "SPARK_CONNECT_MODE_ENABLED", "SPARK_LOCAL_REMOTE")
 
 
 class SparkStartError(RuntimeError):
@@ -65,14 +70,20 @@ def fetch_delta_jars_with_maven(target: Path) -> list[Path]:
     return sorted(target.glob("*.jar"))
 
 
-def _builder(master: str, java: JavaRuntime, log4j: Path, jars: list[Path] | None):
+def is_connect(spark) -> bool:
+    """Whether `spark` is a Spark Connect session: no `sparkContext`, no RDDs, no JVM in reach."""
+    return type(spark).__module__.startswith("pyspark.sql.connect")
+
+
+def _builder(master: str | None, java: JavaRuntime, log4j: Path, jars: list[Path] | None):
+    """The course's settings; without `master`, for a Connect session (SPARK_REMOTE names where Spark runs)."""
     from pyspark.sql import SparkSession
     from delta import configure_spark_with_delta_pip
 
     java_options = " ".join((f"-Dlog4j2.configurationFile={log4j.as_uri()}", *java.java_options))
+    builder = SparkSession.builder.master(master) if master else SparkSession.builder
     builder = (
-        SparkSession.builder.appName("mlflow-spark-course")
-        .master(master)
+        builder.appName("mlflow-spark-course")
         .config("spark.sql.extensions", "io.delta.sql.DeltaSparkSessionExtension")
         .config("spark.sql.catalog.spark_catalog", "org.apache.spark.sql.delta.catalog.DeltaCatalog")
         .config("spark.sql.warehouse.dir", str(workspace_dir("warehouse")))
@@ -316,7 +327,9 @@ def check_master(master: str, timeout: float = 5) -> None:
 def start_spark(quiet: bool = False):
     """The course's SparkSession: Delta Lake configured, Python workers on this interpreter, JVM logs in a file.
 
-    On Databricks it returns the cluster's session untouched.
+    On Databricks it returns the compute's session untouched. With SPARK_REMOTE set it returns a Spark Connect
+    session: `local[2]` runs a Connect server with the course's settings in this process's JVM, `sc://...` connects
+    to a server that is already running.
     """
     from pyspark.sql import SparkSession
 
@@ -327,7 +340,19 @@ def start_spark(quiet: bool = False):
     if active is not None:
         return active
 
-    check_master(config.spark_master)
+    remote = os.environ.get(SPARK_REMOTE, "").strip()
+    shared = os.environ.get(SHARED_DRIVER)  # the runner's driver, or the one of the notebook that started us
+    if remote and shared:
+        # A job or project run that a Connect notebook started joins that notebook's driver as a classic session:
+        # MLflow's Spark flavor saves models through a JVM, which a Connect client does not have.
+        for name in CONNECT_VARIABLES:
+            os.environ.pop(name, None)
+        remote = ""
+    if remote.startswith("sc://"):
+        return _connect_to_server(remote, quiet)
+
+    master = remote or config.spark_master
+    check_master(master)
     os.environ["PYSPARK_PYTHON"] = sys.executable  # UDF workers must see the course's packages
     os.environ["PYSPARK_DRIVER_PYTHON"] = sys.executable
     logs = workspace_dir("logs")
@@ -336,28 +361,51 @@ def start_spark(quiet: bool = False):
     log4j = _log4j_config(logs)
     maven_jars = workspace_dir("jars") / "delta"
 
+    def builder(jars):  # for Connect, SPARK_REMOTE names the master: pyspark refuses both
+        built = _builder(None if remote else master, java, log4j, jars)
+        return built.remote(remote) if remote else built
+
     jars = fetch_delta_jars_with_maven(maven_jars) if config.delta_jars == "maven" else sorted(maven_jars.glob("*.jar"))
     how = "Delta jars from Maven" if jars else "Delta jars resolved by Spark"
-    shared = os.environ.get(SHARED_DRIVER)  # the runner's driver, or the one of the notebook that started us
-    spark = _attach(_builder(config.spark_master, java, log4j, jars), shared) if shared else None
+    spark = _attach(builder(jars), shared) if shared else None
     if spark is None:
-        spark, failure = _launch(_builder(config.spark_master, java, log4j, jars), log, java)
+        spark, failure = _launch(builder(jars), log, java)
     if spark is None and not jars and config.delta_jars == "auto" and any(s in failure for s in RESOLVER_FAILURES):
         print("Spark could not download the Delta Lake jars itself; fetching them with Maven instead.")
         jars = fetch_delta_jars_with_maven(maven_jars)
-        spark, failure = _launch(_builder(config.spark_master, java, log4j, jars), log, java)
+        spark, failure = _launch(builder(jars), log, java)
         how = "Delta jars from Maven"
     if spark is None:
-        raise SparkStartError(_explain_failure(failure, config.spark_master, log))
+        raise SparkStartError(_explain_failure(failure, master, log))
 
-    spark.sparkContext.setLogLevel("ERROR")
+    from pyspark import SparkContext
+
+    context = SparkContext._active_spark_context  # with Connect, the context of the server in this process's JVM
+    context.setLogLevel("ERROR")
     # A project run, job or server this process starts joins its driver instead of starting a JVM of its own.
-    gateway = spark.sparkContext._gateway.gateway_parameters
+    gateway = context._gateway.gateway_parameters
     os.environ[SHARED_DRIVER] = f"{gateway.port}:{gateway.auth_token}"
     register_workspace_tables(spark)
     if not quiet:
-        print(f"Spark {spark.version} on {config.spark_master}, {java.describe()}, {how}; "
-              f"Spark's log: {display_path(log)}")
+        mode = " through Spark Connect" if is_connect(spark) else ""
+        print(f"Spark {spark.version} on {master}{mode}, {java.describe()}, {how}; Spark's log: {display_path(log)}")
+    return spark
+
+
+def _connect_to_server(remote: str, quiet: bool):
+    """A thin Spark Connect client of the server at `remote` (`sc://host:port`): Spark and Delta run there."""
+    from pyspark.sql import SparkSession
+
+    try:
+        spark = SparkSession.builder.remote(remote).getOrCreate()
+        spark.sql("SELECT 1").collect()  # the session is lazy: ask the server something now
+    except Exception as error:
+        raise SparkStartError(f"No Spark Connect server answers at {remote} (SPARK_REMOTE): start it, or unset "
+                              f"SPARK_REMOTE to run Spark here. ({type(error).__name__})") from None
+    for key, value in (("spark.sql.shuffle.partitions", "4"), ("spark.sql.session.timeZone", "UTC")):
+        spark.conf.set(key, value)  # the runtime settings of _builder; the server's own decide the rest
+    if not quiet:
+        print(f"Spark {spark.version} through Spark Connect at {remote} (a thin client: Spark and Delta run there)")
     return spark
 
 
