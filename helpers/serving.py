@@ -184,7 +184,11 @@ def serving_environment(tracking_uri: str) -> dict[str, str]:
     PATH, which an unactivated virtualenv lacks), the course's tracking store and a Java for Spark models."""
     from helpers.java import prepare_java
 
-    env = dict(os.environ)
+    from helpers.spark import CONNECT_VARIABLES
+
+    # A server loads a Spark model in a classic local session of its own, which pyspark refuses while the
+    # variables of a Spark Connect notebook say that a Connect server is in use.
+    env = {name: value for name, value in os.environ.items() if name not in CONNECT_VARIABLES}
     env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
     env["MLFLOW_TRACKING_URI"] = tracking_uri
     env.setdefault("PYSPARK_PYTHON", sys.executable)

@@ -7,6 +7,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 from helpers.config import REPO_ROOT, display_path, settings, workspace_dir
@@ -157,7 +158,10 @@ def _one_resolver_at_a_time():
 def _launch(builder, log: Path, java: JavaRuntime):
     start = log.stat().st_size if log.exists() else 0
     try:
-        with _one_resolver_at_a_time(), _jvm_output_to(log, java.home):
+        with _one_resolver_at_a_time(), _jvm_output_to(log, java.home), warnings.catch_warnings():
+            # A local Connect server starts with the course's settings; the client then tries to set them again
+            # as session settings, which Spark refuses for start-up ones with a harmless warning per setting.
+            warnings.filterwarnings("ignore", message=".*CANNOT_MODIFY_(STATIC_)?CONFIG", category=UserWarning)
             return builder.getOrCreate(), ""
     except Exception as error:  # pyspark raises several types here; the log says what really happened
         return None, _log_tail(log, start) + f"\n{type(error).__name__}: {error}"
@@ -380,7 +384,8 @@ def start_spark(quiet: bool = False):
 
     from pyspark import SparkContext
 
-    context = SparkContext._active_spark_context  # with Connect, the context of the server in this process's JVM
+    # Over Connect, the SparkContext of the Connect server that pyspark runs in this process's JVM
+    context = SparkContext._active_spark_context if is_connect(spark) else spark.sparkContext
     context.setLogLevel("ERROR")
     # A project run, job or server this process starts joins its driver instead of starting a JVM of its own.
     gateway = context._gateway.gateway_parameters

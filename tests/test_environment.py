@@ -71,7 +71,7 @@ def test_conda_environment_has_the_same_pins_as_pip():
 
 def test_delta_python_package_and_jars_share_one_version():
     # The wheel asks Spark for the jars of its own version; 4.4.1's jars do not resolve (see docs/dependencies.md).
-    pins = pip_pins()
+    pins = {package(name): version for name, version in pip_pins().items()}
     assert pins["delta-spark"] == "4.4.0"
     assert pins["pyspark"] == "4.2.0"
     assert int(pins["pandas"].split(".")[0]) < 3
