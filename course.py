@@ -50,8 +50,8 @@ def environment_python() -> Path:
 def install_command(python: Path) -> list[list[str]]:
     """The commands that install the lock and the helpers package: uv if it can be had (seconds), else pip."""
     lock = str(ROOT / "requirements.lock")
-    # Bytecode is compiled at install: where PYTHONDONTWRITEBYTECODE is set (as on this project's machines) Python would otherwise
-    # compile MLflow, pandas and SQLAlchemy from source in every process, about 3 s each (measured in docs/).
+    # Bytecode is compiled at install: where PYTHONDONTWRITEBYTECODE is set (as on this project's machines), Python
+    # would otherwise compile MLflow, pandas and SQLAlchemy from source in every process, about 3 s each (docs/).
     uv = [str(python), "-m", "uv", "pip", "install", "--python", str(python), "-q", "--compile-bytecode"]
     if subprocess.run([*uv[:3], "--version"], capture_output=True).returncode != 0:
         uv_pin = re.search(r"^uv==([\w.]+)", (ROOT / "requirements.lock").read_text(), flags=re.M).group(1)

@@ -190,12 +190,14 @@ def lesson_budget(notebook: Path) -> int:
 def measure_floor(kernel: str) -> Result:
     """Runs the reference-floor notebook; it needs the retail_features table of notebook 00. The floor is a plain
     classic session whatever mode the course ran in, so that runs in both modes are measured in the same unit."""
-    remote = os.environ.pop("SPARK_REMOTE", None)
+    from helpers.spark import SPARK_REMOTE
+
+    remote = os.environ.pop(SPARK_REMOTE, None)
     try:
         return run_notebook(REFERENCE_FLOOR, executed_folder() / REFERENCE_FLOOR.name, {}, kernel, 600)
     finally:
         if remote is not None:
-            os.environ["SPARK_REMOTE"] = remote
+            os.environ[SPARK_REMOTE] = remote
 
 
 def print_profile(results: list[Result], floor: Result) -> None:
@@ -298,7 +300,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.fresh and workspace.exists():
         shutil.rmtree(workspace)
     print(f"Course workspace: {display_path(workspace)}")
-    remote = os.environ.get("SPARK_REMOTE", "").strip()
+    from helpers.spark import SPARK_REMOTE
+
+    remote = os.environ.get(SPARK_REMOTE, "").strip()
     if remote:  # a kernel's local Connect server cannot be handed on to the next kernel as a classic driver is
         print(f"Spark Connect (SPARK_REMOTE={remote}): each notebook starts its own session")
     results = run_course(course_notebooks(args.only), parse_parameters(args.parameter), args.kernel, args.timeout,
