@@ -6,6 +6,7 @@ stdout and rich outputs, which stay compared in full (with the narrow sanitizer 
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 import tempfile
 
@@ -17,6 +18,7 @@ import pytest
 KERNEL_VARIABLES = ("COURSE_WORKSPACE", "MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME",
                     "COURSE_SPARK_MASTER", "DATABRICKS_RUNTIME_VERSION", "COURSE_SPARK_DRIVER")
 _kernel_environment: dict[str, str | None] = {}
+_made_workspace: list[str] = []  # the workspace this process made, deleted after a passing run
 
 
 def pytest_configure(config):
@@ -29,7 +31,15 @@ def pytest_configure(config):
     # A fresh workspace for the notebooks, unless the caller chose one (to point them at a cluster, say).
     if not os.environ.get("COURSE_WORKSPACE"):
         os.environ["COURSE_WORKSPACE"] = tempfile.mkdtemp(prefix="course-nbval-")
+        _made_workspace.append(os.environ["COURSE_WORKSPACE"])
     _kernel_environment.update({name: os.environ.get(name) for name in KERNEL_VARIABLES})
+
+
+def pytest_sessionfinish(session, exitstatus):
+    # Kept after a failure, to read what the notebooks left behind; otherwise each run would leave one in /tmp.
+    # (xdist's workers inherit the controller's variable, so only the process that made the folder deletes it.)
+    if _made_workspace and exitstatus == 0:
+        shutil.rmtree(_made_workspace[0], ignore_errors=True)
 
 
 def pytest_collectstart(collector):

@@ -1,4 +1,5 @@
 import os
+import subprocess
 import sys
 from types import SimpleNamespace
 
@@ -19,6 +20,11 @@ def test_session_is_configured_for_a_laptop(spark):
     assert conf.get("spark.ui.showConsoleProgress") == "false"
     assert conf.get("spark.sql.extensions") == "io.delta.sql.DeltaSparkSessionExtension"
     assert os.environ["PYSPARK_PYTHON"] == sys.executable  # UDF workers see the course's packages
+    # the driver's temporary files stay in this process's scratch folder of the workspace, not in /tmp
+    scratch = course_spark.scratch_dir()
+    assert conf.get("spark.local.dir") == str(scratch)
+    assert spark.sparkContext._jvm.System.getProperty("java.io.tmpdir") == str(scratch)
+    assert any(scratch.iterdir())
 
 
 @pytest.mark.slow
@@ -59,6 +65,20 @@ def test_python_udfs_run_on_the_course_interpreter(spark):
 @pytest.mark.slow
 def test_a_second_call_returns_the_running_session(spark):
     assert start_spark(quiet=True) is spark
+
+
+def test_scratch_folders_of_processes_that_are_gone_are_deleted(workspace):
+    finished = subprocess.Popen([sys.executable, "-c", "pass"])
+    finished.wait()  # its pid is now free: a killed driver's folder looks like this
+    root = workspace / "spark-scratch"
+    for pid in (finished.pid, os.getppid()):
+        (root / str(pid) / "spark-1234" / "userFiles-5678").mkdir(parents=True)
+    (root / "notes").mkdir()  # not a process's folder: left alone
+
+    mine = course_spark.scratch_dir()
+
+    assert mine == root / str(os.getpid()) and mine.is_dir()
+    assert sorted(p.name for p in root.iterdir()) == sorted([str(os.getpid()), str(os.getppid()), "notes"])
 
 
 def test_on_databricks_the_clusters_session_is_returned_untouched(workspace, monkeypatch):
