@@ -367,6 +367,12 @@ def start_spark(quiet: bool = False):
     if config.on_databricks:
         return SparkSession.builder.getOrCreate()
     active = SparkSession.getActiveSession()
+    if active is None and "SPARK_CONNECT_MODE_ENABLED" in os.environ:
+        # A Connect session is active only in the thread that made it: another thread of this process (a webhook
+        # receiver's worker, say) gets the same session back, not a second server. In a child process that merely
+        # inherited the variable there is none, and it goes on below.
+        with contextlib.suppress(Exception):
+            active = SparkSession.active()
     if active is not None:
         return active
 

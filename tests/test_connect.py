@@ -39,6 +39,11 @@ with mlflow.start_run():
     info = mlflow.spark.log_model(model, artifact_path="model", pip_requirements=["pyspark"])
 loaded = mlflow.spark.load_model(info.model_uri)
 print("prediction", round(loaded.transform(spark.range(1).selectExpr("5 AS id")).first().prediction, 6))
+import threading
+in_thread = {{}}
+worker = threading.Thread(target=lambda: in_thread.update(same=start_spark(quiet=True) is spark))
+worker.start(); worker.join()
+print("another thread gets the same session", in_thread)
 child = subprocess.run([sys.executable, "-c", {child!r}], capture_output=True, text=True, timeout=300)
 print(child.stdout.strip() or child.stderr[-2000:])
 """.format(child=CHILD)
@@ -55,6 +60,7 @@ def test_a_connect_notebook_runs_delta_and_mlflow_and_its_jobs_join_its_driver(t
     assert "operations ['CREATE TABLE AS SELECT', 'DELETE']" in lines
     assert "version 0 rows 10" in lines  # time travel in SQL: DeltaTable's Python API needs Delta Connect
     assert "prediction 10.0" in lines  # y = 2 * id, learned over Connect and saved through the server's JVM
+    assert "another thread gets the same session {'same': True}" in lines  # a webhook worker's CI job, in 08
     assert "child connect False rows 7" in lines  # a classic session on the same driver sees the same table
     assert "CANNOT_MODIFY" not in done.stderr  # the start-up settings the client cannot re-apply stay quiet
 

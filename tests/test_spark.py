@@ -1,6 +1,7 @@
 import os
 import subprocess
 import sys
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -23,7 +24,9 @@ def test_session_is_configured_for_a_laptop(spark):
     # the driver's temporary files stay in this process's scratch folder of the workspace, not in /tmp
     scratch = course_spark.scratch_dir()
     assert conf.get("spark.local.dir") == str(scratch)
-    assert spark.sparkContext._jvm.System.getProperty("java.io.tmpdir") == str(scratch)
+    # (set when this process launched its JVM, which an earlier test's workspace may have done)
+    tmpdir = Path(spark.sparkContext._jvm.System.getProperty("java.io.tmpdir"))
+    assert (tmpdir.parent.name, tmpdir.name) == ("spark-scratch", str(os.getpid()))
     assert any(scratch.iterdir())
 
 
