@@ -7,6 +7,7 @@ it creates .venv/ and installs the course on first use.
     python3 course.py cluster # the course on PostgreSQL + mlflow server (basic-auth) + a Spark standalone cluster
     python3 course.py lab     # JupyterLab on the course environment, opened in notebooks/
     python3 course.py ui      # the MLflow UI on the course's tracking store
+    python3 course.py connect-server  # a Spark Connect server for thin clients (SPARK_REMOTE=sc://127.0.0.1:15002)
     python3 course.py site    # the course as a static site (README, executed lessons, docs/) in workspace/site/
     python3 course.py clean   # delete the course workspace (resets the course)
     python3 course.py data    # regenerate data/ from its fixed seed
@@ -89,6 +90,7 @@ def main(argv: list[str]) -> int:
         "cluster": ["-m", "helpers.deployment"],
         "lab": ["-m", "jupyterlab", f"--notebook-dir={ROOT / 'notebooks'}"],
         "ui": ["-m", "helpers.cli", "ui"],
+        "connect-server": ["-m", "helpers.cli", "connect-server"],
         "clean": ["-m", "helpers.cli", "clean"],
         "data": ["-m", "helpers.data"],
         "site": ["-m", "helpers.site"],

@@ -1,11 +1,14 @@
-"""Small learner commands behind `course.py`: the MLflow UI on the course's store, and resetting the workspace."""
+"""Small learner commands behind `course.py`: the MLflow UI on the course's store, a Spark Connect server for thin
+clients, and resetting the workspace."""
 from __future__ import annotations
 
 import argparse
 import shutil
 import signal
+import socket
 import subprocess
 import sys
+import time
 
 from helpers.config import display_path, settings
 from helpers.tracking import local_store, tracking_uri
@@ -32,6 +35,44 @@ def ui(argv: list[str]) -> int:
         return 0
 
 
+def connect_server(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="course.py connect-server",
+                                     description="Run a Spark Connect server with the course's settings, for thin "
+                                                 "clients (SPARK_REMOTE=sc://127.0.0.1:PORT), until Ctrl-C.")
+    parser.add_argument("--port", type=int, default=15002)
+    args = parser.parse_args(argv)
+    from helpers.config import workspace_dir
+    from helpers.spark import connect_server_command
+
+    command, env = connect_server_command(args.port)
+    log = workspace_dir("logs") / "connect-server.log"
+    with open(log, "ab") as output:
+        server = subprocess.Popen(command, env=env, stdout=output, stderr=output)
+    signal.signal(signal.SIGTERM, lambda *_: server.terminate())
+    try:
+        deadline = time.monotonic() + 300  # the first start downloads the Delta jars
+        while server.poll() is None:
+            try:
+                socket.create_connection(("127.0.0.1", args.port), timeout=1).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    server.terminate()
+                time.sleep(0.5)
+        if server.poll() is not None:
+            print(f"The Spark Connect server did not start; its log is {display_path(log)}.")
+            return server.wait() or 1
+        print(f"Spark Connect server ready for thin clients: SPARK_REMOTE=sc://127.0.0.1:{args.port} (lessons that log "
+              f"a Spark model stop there: a thin client has no JVM for MLflow's Spark flavor). Ctrl-C stops it; its "
+              f"log is {display_path(log)}.", flush=True)
+        return server.wait()
+    except KeyboardInterrupt:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        server.terminate()
+        server.wait()
+        return 0
+
+
 def clean(argv: list[str]) -> int:
     workspace = settings().workspace
     if not workspace.exists():
@@ -43,7 +84,7 @@ def clean(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    commands = {"ui": ui, "clean": clean}
+    commands = {"ui": ui, "connect-server": connect_server, "clean": clean}
     if len(sys.argv) < 2 or sys.argv[1] not in commands:
         raise SystemExit(f"usage: python -m helpers.cli {{{','.join(commands)}}} [options]")
     sys.exit(commands[sys.argv[1]](sys.argv[2:]))

@@ -76,6 +76,20 @@ def is_connect(spark) -> bool:
     return type(spark).__module__.startswith("pyspark.sql.connect")
 
 
+def session_for_new_threads():
+    """A thread initializer that makes this thread's Spark Connect session the active one in a new thread as well: a
+    Connect session is active only in the thread that made it, and Spark ML finds the session it loads a model with
+    as the active one (08's CI job loads the new version in the webhook receiver's worker thread). With a classic
+    session, or none, it does nothing."""
+    from pyspark.sql import SparkSession
+    from pyspark.util import inheritable_thread_target
+
+    session = SparkSession.getActiveSession()
+    if session is None or not is_connect(session):
+        return lambda: None
+    return inheritable_thread_target(session)(lambda: None)
+
+
 def scratch_dir() -> Path:
     """This process's folder for the temporary files of the Spark driver it starts (a copy of the Delta jars, shuffle
     and block files, native libraries: about 90 MB). Spark deletes its files when its JVM exits, but not when the JVM
@@ -357,15 +371,22 @@ def check_master(master: str, timeout: float = 5) -> None:
 def start_spark(quiet: bool = False):
     """The course's SparkSession: Delta Lake configured, Python workers on this interpreter, JVM logs in a file.
 
-    On Databricks it returns the compute's session untouched. With SPARK_REMOTE set it returns a Spark Connect
-    session: `local[2]` runs a Connect server with the course's settings in this process's JVM, `sc://...` connects
-    to a server that is already running.
+    On Databricks it returns the compute's session, with the learner's Unity Catalog schema as its current one (see
+    helpers.databricks). With SPARK_REMOTE set it returns a Spark Connect session: `local[2]` runs a Connect server
+    with the course's settings in this process's JVM, `sc://...` connects to a server that is already running.
     """
     from pyspark.sql import SparkSession
 
     config = settings()
     if config.on_databricks:
-        return SparkSession.builder.getOrCreate()
+        from helpers.databricks import compute_kind, notebook_dbutils, use_course_volume
+
+        spark = SparkSession.builder.getOrCreate()
+        volume = use_course_volume(spark, getattr(notebook_dbutils(), "widgets", None))
+        if not quiet:
+            print(f"Spark {spark.version} on Databricks {compute_kind()} compute; tables and models in "
+                  f"{volume.schema_name}, files in {volume.path}")
+        return spark
     active = SparkSession.getActiveSession()
     if active is None and "SPARK_CONNECT_MODE_ENABLED" in os.environ:
         # A Connect session is active only in the thread that made it: another thread of this process (a webhook
@@ -429,6 +450,10 @@ def start_spark(quiet: bool = False):
     return spark
 
 
+class NoJvmForSparkFlavor(RuntimeError):
+    """MLflow's Spark flavor needs a JVM in this process, and a thin Spark Connect client has none."""
+
+
 def _connect_to_server(remote: str, quiet: bool):
     """A thin Spark Connect client of the server at `remote` (`sc://host:port`): Spark and Delta run there."""
     from pyspark.sql import SparkSession
@@ -441,9 +466,56 @@ def _connect_to_server(remote: str, quiet: bool):
                               f"SPARK_REMOTE to run Spark here. ({type(error).__name__})") from None
     for key, value in (("spark.sql.shuffle.partitions", "4"), ("spark.sql.session.timeZone", "UTC")):
         spark.conf.set(key, value)  # the runtime settings of _builder; the server's own decide the rest
+    _explain_the_missing_jvm(remote)
     if not quiet:
         print(f"Spark {spark.version} through Spark Connect at {remote} (a thin client: Spark and Delta run there)")
     return spark
+
+
+def _explain_the_missing_jvm(remote: str) -> None:
+    """Makes MLflow's Spark flavor fail with one sentence that says what to do, where it would otherwise fail with
+    `'NoneType' object has no attribute 'jvm'`: it copies a saved Spark ML model between the server's file system
+    and this process through a JVM here (MLflow 3.17's `_HadoopFileSystem._jvm`), which a thin client has not."""
+    import mlflow.spark
+    from pyspark import SparkContext
+
+    filesystem = mlflow.spark._HadoopFileSystem
+    original = filesystem.__dict__["_jvm"].__func__  # a KeyError here: MLflow moved it, and tests/test_connect.py says so
+
+    def _jvm(cls):
+        if SparkContext._gateway is None:
+            raise NoJvmForSparkFlavor(
+                f"MLflow's Spark flavor copies Spark ML models through a JVM in this process, which a thin Spark "
+                f"Connect client (SPARK_REMOTE={remote}) does not have: run Spark here instead (SPARK_REMOTE=local[2], "
+                "or unset it), or in a Databricks notebook set MLFLOW_DFS_TMP to a folder in a Unity Catalog volume "
+                "(/Volumes/<catalog>/<schema>/<volume>/mlflow-tmp, as the course's set-up cell does).")
+        return original(cls)
+
+    filesystem._jvm = classmethod(_jvm)
+
+
+CONNECT_SERVER_CLASS = "org.apache.spark.sql.connect.service.SparkConnectServer"
+
+
+def connect_server_command(port: int) -> tuple[list[str], dict[str, str]]:
+    """The command and environment of a Spark Connect server with the course's settings, from the pyspark package's
+    own `spark-submit`: what a Databricks compute is to a notebook there, on this machine, for thin clients
+    (SPARK_REMOTE=sc://127.0.0.1:<port>). It listens on this machine only."""
+    import pyspark
+
+    config = settings()
+    check_master(config.spark_master)
+    java = prepare_java(config.workspace, config.java_home)
+    jars = sorted((workspace_dir("jars") / "delta").glob("*.jar"))
+    options = _builder(config.spark_master, java, _log4j_config(workspace_dir("logs")), jars)._options
+    options = {**options, "spark.connect.grpc.binding.address": "127.0.0.1",
+               "spark.connect.grpc.binding.port": str(port)}
+    command = [str(Path(pyspark.__file__).parent / "bin" / "spark-submit"), "--class", CONNECT_SERVER_CLASS,
+               *(f"--conf={key}={value}" for key, value in options.items() if key != "spark.app.name"),
+               "--name", "mlflow-spark-course-connect-server"]
+    env = {name: value for name, value in os.environ.items() if name not in CONNECT_VARIABLES}
+    env.update(JAVA_HOME=str(java.home), PYSPARK_PYTHON=sys.executable)  # UDF workers must see the course's packages
+    return command, env
 
 
 def _explain_failure(failure: str, master: str, log: Path) -> str:

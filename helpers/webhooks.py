@@ -142,7 +142,10 @@ class WebhookReceiver:
 
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self._server.daemon_threads = True
-        self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="webhook-callback")
+        from helpers.spark import session_for_new_threads
+
+        self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="webhook-callback",
+                                          initializer=session_for_new_threads())
         self._thread = threading.Thread(target=self._server.serve_forever, name="webhook-receiver", daemon=True)
         self._thread.start()
         return self

@@ -53,6 +53,6 @@ def test_ui_serves_the_course_store(workspace):
 def test_course_script_lists_its_commands_and_refuses_unknown_ones():
     usage = subprocess.run([sys.executable, "course.py", "--help"], cwd=REPO_ROOT, capture_output=True, text=True)
     assert usage.returncode == 0
-    for command in ("run", "test", "lab", "ui", "clean", "data"):
+    for command in ("run", "test", "lab", "ui", "connect-server", "clean", "data"):
         assert f"python3 course.py {command}" in usage.stdout
     assert subprocess.run([sys.executable, "course.py", "deploy"], cwd=REPO_ROOT, capture_output=True).returncode == 2

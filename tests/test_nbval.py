@@ -39,6 +39,10 @@ def test_sanitizer_replaces_what_varies_by_nature():
     # local mode and the loopback cluster (`course.py cluster`) print the same lessons but these two set-up lines
     assert sanitize("Spark 4.2.0 on spark://127.0.0.1:7077, Java 17 (PATH)") == \
         sanitize("Spark 4.2.0 on local[2], Java 17 (PATH)")
+    assert sanitize("Spark 4.2.0 on local[2] through Spark Connect, Java 17 (PATH)") == \
+        sanitize("Spark 4.2.0 on local[2], Java 17 (PATH)")  # the same lessons over Spark Connect
+    assert sanitize("Spark 4.2.0 through Spark Connect at sc://127.0.0.1:15002") != \
+        sanitize("Spark 4.2.0 on local[2]")  # a thin client is not claimed to give the same outputs
     assert sanitize("tracking URI:    http://127.0.0.1:40123") == sanitize("tracking URI:    sqlite:///workspace/mlflow/"
                                                                           "mlflow.db") == "tracking URI:    TRACKING_URI"
     assert sanitize("Spark 4.1.0 on local[2]") != sanitize("Spark 4.2.0 on local[2]")  # the version stays compared
