@@ -8,7 +8,7 @@
 | COURSE_DELTA_JARS | `auto` | `spark`: Spark downloads the Delta jars; `maven`: Maven does; `auto`: Spark, then Maven on failure |
 | JAVA_HOME | found on the machine | the JDK Spark runs on (17 or 21; see helpers.java) |
 | DATABRICKS_RUNTIME_VERSION | unset | set by Databricks clusters: the helpers then use the cluster's Spark and MLflow |
-| COURSE_UC_SCHEMA | `main.default` | on Databricks, the Unity Catalog `catalog.schema` that holds the course's models |
+| COURSE_UC_VOLUME | `main.mlflow_course_<you>.course` | on Databricks, the Unity Catalog `catalog.schema.volume` for the course's tables, models and files (see helpers.databricks) |
 | COURSE_NAME_PREFIX | empty | goes before the course's experiment and model names, so learners who share one tracking server keep theirs apart (`alice_`) |
 """
 from __future__ import annotations
@@ -30,12 +30,20 @@ class Settings:
     delta_jars: str
     java_home: str | None
     databricks_runtime: str | None
-    uc_schema: str = "main.default"
+    uc_volume: str | None = None
     name_prefix: str = ""
 
     @property
     def on_databricks(self) -> bool:
         return bool(self.databricks_runtime)
+
+    @property
+    def uc_schema(self) -> str:
+        """The `catalog.schema` of the course's tables and registered models on Databricks."""
+        if not self.uc_volume:
+            raise RuntimeError("The course's Unity Catalog schema is not chosen yet: run the notebook's first cells "
+                               "(start_spark chooses it, from COURSE_UC_VOLUME or the notebook's widgets).")
+        return self.uc_volume.rpartition(".")[0]
 
 
 def settings() -> Settings:
@@ -53,7 +61,7 @@ def settings() -> Settings:
         delta_jars=delta_jars,
         java_home=env.get("JAVA_HOME", "").strip() or None,
         databricks_runtime=env.get("DATABRICKS_RUNTIME_VERSION", "").strip() or None,
-        uc_schema=env.get("COURSE_UC_SCHEMA", "").strip() or "main.default",
+        uc_volume=env.get("COURSE_UC_VOLUME", "").strip() or None,
         name_prefix=env.get("COURSE_NAME_PREFIX", "").strip(),
     )
 

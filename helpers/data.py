@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 
+from helpers.config import settings
+
 DATA_DIR = Path(__file__).resolve().parent.parent / "data"
 SEED = 42
 
@@ -67,6 +69,17 @@ class Customer:
     hour: float  # the customer's usual shopping hour
     price_level: float  # multiplier of how pricey the chosen products are
     visits: float  # expected invoices per month
+
+
+def data_uri(name: str) -> str:
+    """Where Spark reads one of the course's data files: this machine's file, or on Databricks its copy in the course's
+    Unity Catalog volume (serverless executors cannot read workspace files; start_spark copies them there)."""
+    path = data_path(name)
+    config = settings()
+    if config.on_databricks and config.uc_volume:
+        catalog, schema, volume = config.uc_volume.split(".")
+        return f"/Volumes/{catalog}/{schema}/{volume}/data/{name}"
+    return path.as_uri()
 
 
 def data_path(name: str, data_dir: Path = DATA_DIR) -> Path:

@@ -84,8 +84,11 @@ def test_scratch_folders_of_processes_that_are_gone_are_deleted(workspace):
     assert sorted(p.name for p in root.iterdir()) == sorted([str(os.getpid()), str(os.getppid()), "notes"])
 
 
-def test_on_databricks_the_clusters_session_is_returned_untouched(workspace, monkeypatch):
-    cluster_session = object()
+def test_on_databricks_the_clusters_session_is_returned_unconfigured(workspace, monkeypatch):
+    from tests.test_databricks import FakeSpark
+
+    cluster_session = FakeSpark()
+    cluster_session.version = "4.1.0"
 
     class ClusterBuilder:
         def getOrCreate(self):
@@ -95,8 +98,11 @@ def test_on_databricks_the_clusters_session_is_returned_untouched(workspace, mon
             raise AssertionError(f"start_spark configured the Databricks session ({name})")
 
     monkeypatch.setenv("DATABRICKS_RUNTIME_VERSION", "15.4")
+    monkeypatch.setenv("COURSE_UC_VOLUME", "main.mlflow_course_alice.course")
     monkeypatch.setattr(SparkSession, "builder", ClusterBuilder())
-    assert start_spark() is cluster_session
+    monkeypatch.setattr("helpers.databricks.copy_data_files", lambda source, target: [])
+    assert start_spark(quiet=True) is cluster_session
+    assert cluster_session.statements[-1] == "USE SCHEMA `mlflow_course_alice`"  # SQL only: the learner's schema
     assert not workspace.exists()  # nothing was written locally either
 
 

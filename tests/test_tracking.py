@@ -79,8 +79,9 @@ def test_model_names_are_unity_catalog_names_on_databricks(workspace, monkeypatc
 
     assert course_model_name("retail-age-model") == "retail-age-model"
     monkeypatch.setenv("DATABRICKS_RUNTIME_VERSION", "15.4")
-    assert course_model_name("retail_age_model") == "main.default.retail_age_model"
-    monkeypatch.setenv("COURSE_UC_SCHEMA", "ml.course")
+    with pytest.raises(RuntimeError, match="run the notebook's first cells"):  # no catalog is assumed
+        course_model_name("retail_age_model")
+    monkeypatch.setenv("COURSE_UC_VOLUME", "ml.course.files")
     assert course_model_name("retail_age_model") == "ml.course.retail_age_model"
 
 
@@ -94,8 +95,9 @@ def test_a_name_prefix_keeps_learners_on_one_server_apart(workspace, monkeypatch
     assert mlflow.get_experiment_by_name("alice_retail-age-tuning") is not None
     assert mlflow.get_experiment_by_name("retail-age-tuning") is None  # bob's name stays free
     monkeypatch.setenv("DATABRICKS_RUNTIME_VERSION", "15.4")
+    monkeypatch.setenv("COURSE_UC_VOLUME", "main.mlflow_course_ada.course")
     monkeypatch.setattr(tracking, "databricks_user", lambda: "ada@example.com")
-    assert course_model_name("retail_age_model") == "main.default.alice_retail_age_model"
+    assert course_model_name("retail_age_model") == "main.mlflow_course_ada.alice_retail_age_model"
     assert course_experiment("linregexp") == "/Users/ada@example.com/alice_linregexp"
 
 
