@@ -66,6 +66,8 @@ def pytest_xdist_make_scheduler(config, log):
     # notebook's cells over both workers); a scheduler that splits by our own units needs no renaming.
     from xdist.scheduler import LoadScopeScheduling
 
+    config.option.loadscopereorder = False  # its reordering (most items first) would undo LONGEST_UNITS' order
+
     class CourseScheduling(LoadScopeScheduling):
         def _split_scope(self, nodeid: str) -> str:
             return work_unit(nodeid)
@@ -73,12 +75,23 @@ def pytest_xdist_make_scheduler(config, log):
     return CourseScheduling(config, log)
 
 
+# The two longest work units, each a whole course run (classic nbval, and nbval over Spark Connect): under xdist they
+# go first, one to each worker, and the shorter units fill in around them (xdist's own order, by item count, left
+# the Connect run, five items, to start after 20 minutes, and the suite took 35).
+LONGEST_UNITS = ("notebooks", "tests/test_connect.py")
+
+
 @pytest.hookimpl(tryfirst=True)  # before pytest's own -m filter reads the markers
-def pytest_collection_modifyitems(items):
+def pytest_collection_modifyitems(config, items):
     # Every notebook cell starts or uses Spark: `-m "not slow"` keeps the quick unit tests only.
     for item in items:
         if type(item).__name__ == "IPyNbCell":
             item.add_marker(pytest.mark.slow)
+    if hasattr(config, "workerinput"):  # an xdist worker; in one process, the unit tests still come first
+        def rank(item):
+            unit = work_unit(item.nodeid)
+            return LONGEST_UNITS.index(unit) if unit in LONGEST_UNITS else len(LONGEST_UNITS)
+        items.sort(key=rank)  # stable: each unit keeps its own order
 
 
 @pytest.hookimpl(tryfirst=True)
