@@ -258,8 +258,14 @@ def _join(active):
     from pyspark.sql import SparkSession
 
     jvm = SparkContext._jvm
-    context = SparkContext(conf=SparkConf(_jconf=active.getConf()),
-                           jsc=jvm.org.apache.spark.api.java.JavaSparkContext(active))
+    with warnings.catch_warnings():
+        # spark.submit.pyFiles lists the Delta jars Spark resolved for the JVM; pyspark tries to put them on this
+        # process's Python path too and warns, with this machine's whole sys.path, when it cannot. Python needs
+        # none of them: the delta package is installed.
+        warnings.filterwarnings("ignore", message=r"Failed to add file \[.*\] specified in 'spark.submit.pyFiles'",
+                                category=RuntimeWarning)
+        context = SparkContext(conf=SparkConf(_jconf=active.getConf()),
+                               jsc=jvm.org.apache.spark.api.java.JavaSparkContext(active))
     session_class = SparkSession._get_j_spark_session_class(jvm)
     default = session_class.getDefaultSession()
     parent = default.get() if default.isDefined() else session_class(active, jvm.java.util.HashMap())
