@@ -5,7 +5,8 @@ it creates .venv/ and installs the course on first use.
     python3 course.py run     # install if needed, then run every notebook in order (prints a summary table)
     python3 course.py test    # install if needed, then run the whole test suite (unit tests + nbval)
     python3 course.py cluster # the course on PostgreSQL + mlflow server (basic-auth) + a Spark standalone cluster
-    python3 course.py lab     # JupyterLab on the course environment, opened in notebooks/
+    python3 course.py lab     # JupyterLab on the course environment, opened in notebooks/ (the labs in labs/)
+    python3 course.py labs    # write the labs' learner versions from their solutions versions (maintainers)
     python3 course.py ui      # the MLflow UI on the course's tracking store
     python3 course.py connect-server  # a Spark Connect server for thin clients (SPARK_REMOTE=sc://127.0.0.1:15002)
     python3 course.py site    # the course as a static site (README, executed lessons, docs/) in workspace/site/
@@ -89,6 +90,7 @@ def main(argv: list[str]) -> int:
         "test": ["-m", "pytest", "-n", "2"],  # notebooks in one worker, unit tests in the other (tests/nbval_config.py)
         "cluster": ["-m", "helpers.deployment"],
         "lab": ["-m", "jupyterlab", f"--notebook-dir={ROOT / 'notebooks'}"],
+        "labs": ["-m", "helpers.labs"],
         "ui": ["-m", "helpers.cli", "ui"],
         "connect-server": ["-m", "helpers.cli", "connect-server"],
         "clean": ["-m", "helpers.cli", "clean"],

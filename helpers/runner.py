@@ -5,6 +5,7 @@
     course-run --fresh               # delete the workspace first
     course-run --write-back          # refresh the committed outputs in notebooks/ (maintainers)
     course-run --fresh --profile     # the speed report: each notebook in reference floors, and its slowest cells
+    course-run --labs --profile      # the labs instead (each solutions version, then its learner version)
 """
 from __future__ import annotations
 
@@ -30,6 +31,8 @@ NOTEBOOK_DIR = REPO_ROOT / "notebooks"
 REFERENCE_FLOOR = REPO_ROOT / "benchmarks" / "reference_floor.ipynb"
 # A lesson may cost this many floors, plus one per extra process it is about (its metadata's course.extra_processes).
 FLOORS_PER_LESSON = 3
+# A lab may cost this many, whichever version runs.
+FLOORS_PER_LAB = 2
 # The table's row for the shared Spark driver's start-up (run_course).
 SHARED_DRIVER_ROW = "(shared Spark driver)"
 # Papermill's bookkeeping, dropped from committed notebooks so that a refresh only changes real outputs.
@@ -180,9 +183,14 @@ def slowest_cells(executed: Path, count: int = 3) -> list[CellTime]:
 
 
 def lesson_budget(notebook: Path) -> int:
-    """Reference floors a lesson may cost: 3, plus one per extra process it is about (a project run, a job)."""
+    """Reference floors a lesson may cost: 3, plus one per extra process it is about (a project run, a job); a lab
+    may cost 2."""
     import nbformat
 
+    from helpers.labs import LAB_DIR
+
+    if notebook.parent == LAB_DIR:
+        return FLOORS_PER_LAB
     extra = nbformat.read(notebook, as_version=4).metadata.get("course", {}).get("extra_processes", 0)
     return FLOORS_PER_LESSON + int(extra)
 
@@ -200,7 +208,7 @@ def measure_floor(kernel: str) -> Result:
             os.environ[SPARK_REMOTE] = remote
 
 
-def print_profile(results: list[Result], floor: Result) -> None:
+def print_profile(results: list[Result], floor: Result, folder: Path = NOTEBOOK_DIR) -> None:
     """The speed report: seconds, reference floors and budget per notebook, and each one's slowest cells."""
     if floor.status != "passed":
         print(f"\nNo speed report: the reference floor did not run. {floor.error}")
@@ -217,7 +225,7 @@ def print_profile(results: list[Result], floor: Result) -> None:
         if r.notebook == SHARED_DRIVER_ROW:  # counted in the total, as a part of no lesson
             print(f"{r.notebook:<{width}}  {r.seconds:7.1f}  {floors:6.1f}")
             continue
-        budget = lesson_budget(NOTEBOOK_DIR / r.notebook)
+        budget = lesson_budget(folder / r.notebook)
         cells = ", ".join(f"{c.index}: {c.seconds:.1f} ({c.first_line[:30]})" for c in slowest_cells(executed / r.notebook))
         print(f"{r.notebook:<{width}}  {r.seconds:7.1f}  {floors:6.1f}  {budget:6d}{' !' if floors > budget else '  '}"
               f"  {cells}")
@@ -288,12 +296,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timeout", type=int, default=1800, help="seconds one cell may take (default: 1800)")
     parser.add_argument("--driver-per-notebook", action="store_true",
                         help="start a Spark driver in every notebook, as Jupyter does, instead of one shared driver")
+    parser.add_argument("--labs", action="store_true",
+                        help="run the labs (notebooks/labs/, each solutions version then its learner version)")
     parser.add_argument("--profile", action="store_true",
                         help="then measure the reference floor and print each notebook's floors and slowest cells")
     args = parser.parse_args(argv)
 
     if args.write_back and args.parameter:
         parser.error("--write-back takes the outputs of a default run: drop the -p parameters.")
+    if args.write_back and args.labs:
+        parser.error("--write-back is for the lessons: the labs are committed without outputs.")
     if args.workspace:
         os.environ["COURSE_WORKSPACE"] = str(Path(args.workspace).resolve())  # the kernels inherit it
     workspace = settings().workspace
@@ -305,11 +317,16 @@ def main(argv: list[str] | None = None) -> int:
     remote = os.environ.get(SPARK_REMOTE, "").strip()
     if remote:  # a kernel's local Connect server cannot be handed on to the next kernel as a classic driver is
         print(f"Spark Connect (SPARK_REMOTE={remote}): each notebook starts its own session")
-    results = run_course(course_notebooks(args.only), parse_parameters(args.parameter), args.kernel, args.timeout,
+    from helpers.labs import LAB_DIR, lab_notebooks
+
+    notebooks = lab_notebooks(args.only) if args.labs else course_notebooks(args.only)
+    if not notebooks:
+        parser.error(f"no lab in {display_path(LAB_DIR)} starts with {', '.join(args.only or [])}.")
+    results = run_course(notebooks, parse_parameters(args.parameter), args.kernel, args.timeout,
                          args.write_back, shared_driver=not (args.driver_per_notebook or remote))
     print_table(results)
     if args.profile:
-        print_profile(results, measure_floor(args.kernel))
+        print_profile(results, measure_floor(args.kernel), LAB_DIR if args.labs else NOTEBOOK_DIR)
     failed = [r for r in results if r.status == "failed"]
     if failed:
         print(f"\n{failed[0].error}", file=sys.stderr)
