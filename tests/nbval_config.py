@@ -75,10 +75,10 @@ def pytest_xdist_make_scheduler(config, log):
     return CourseScheduling(config, log)
 
 
-# The two longest work units, each a whole course run (classic nbval, and nbval over Spark Connect): under xdist they
-# go first, one to each worker, and the shorter units fill in around them (xdist's own order, by item count, left
-# the Connect run, five items, to start after 20 minutes, and the suite took 35).
-LONGEST_UNITS = ("notebooks", "tests/test_connect.py")
+# The longest work units, each a whole course run (classic nbval, nbval over Spark Connect, every lab both ways):
+# under xdist they go first, the labs on the worker that frees first, and the shorter units fill in around them
+# (xdist's own order, by item count, left the Connect run, five items, to start after 20 minutes; the suite took 35).
+LONGEST_UNITS = ("notebooks", "tests/test_connect.py", "tests/test_labs.py")
 
 
 @pytest.hookimpl(tryfirst=True)  # before pytest's own -m filter reads the markers

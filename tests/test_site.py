@@ -17,6 +17,7 @@ from helpers.config import REPO_ROOT
 pytestmark = pytest.mark.slow
 
 LESSONS = sorted((REPO_ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+LABS = sorted((REPO_ROOT / "notebooks" / "labs").glob("[0-9][0-9]_*_lab.ipynb"))
 PICTURE_TYPES = ("image/png", "image/svg+xml", "image/jpeg")
 
 
@@ -60,11 +61,13 @@ def open_page(browser, path):
     return page
 
 
-def test_the_start_page_lists_every_lesson_in_order(site, browser):
+def test_the_start_page_lists_every_lesson_in_order_then_every_lab(site, browser):
     page = open_page(browser, site / "site" / "index.html")
     links = page.eval_on_selector_all("a.reference.internal", "links => links.map(a => a.getAttribute('href'))")
-    lessons = [re.search(r"notebooks/(\d\d_\w+)\.html", href).group(1) for href in links if "notebooks/" in href]
-    assert list(dict.fromkeys(lessons)) == [p.stem for p in LESSONS]
+    pages = list(dict.fromkeys(m.group(1) for href in links if (m := re.search(r"notebooks/((labs/)?\d\d_\w+)\.html", href))))
+    lessons, labs = [p.stem for p in LESSONS], [f"labs/{p.stem}" for p in LABS]
+    assert pages[:len(lessons) + len(labs)] == lessons + labs
+    assert pages[len(lessons) + len(labs):] == [lab.removesuffix("_lab") + "_solutions" for lab in labs]
     page.close()
 
 
