@@ -111,27 +111,32 @@ def _day_writes(spark, day: dt.date) -> list[int]:
                   if row.operation == "WRITE" and row.predicate and day.isoformat() in row.predicate)
 
 
-def _check_day(spark, table, model_uri: str, day: dt.date) -> int:
-    """Wrong unless `day` holds exactly one prediction per customer, the learner's model's; returns its rows."""
+def _day(table, day: dt.date):
+    """One day's rows of the table, in pandas (a day is one row per customer: small)."""
     from pyspark.sql import functions as F
 
-    rows = table.filter(F.col("scoring_date") == F.lit(day))
-    count = rows.count()
-    expect(count, f"`{TABLE}` has no rows for {day}", f"call score_day(dt.date({day.year}, {day.month}, {day.day}))")
-    most = rows.groupBy("CustomerID").count().agg(F.max("count")).first()[0]
+    return (table.filter(F.col("scoring_date") == F.lit(day))
+            .select("CustomerID", "prediction", "model_uri", "scored_at").toPandas())
+
+
+def _check_day(spark, table, model_uri: str, day: dt.date) -> int:
+    """Wrong unless `day` holds exactly one prediction per customer, the learner's model's; returns its rows."""
+    rows = _day(table, day)
+    expect(len(rows), f"`{TABLE}` has no rows for {day}", f"call score_day(dt.date({day.year}, {day.month}, {day.day}))")
+    most = int(rows["CustomerID"].value_counts().max())
     expect(most == 1, f"some customers have {most} rows on {day}: a write added the day again instead of replacing it",
            f"write with .mode(\"overwrite\").option(\"replaceWhere\", \"scoring_date = '{day.isoformat()}'\"), "
            "then run Setup and the tasks again")
     expected = _expected_predictions(spark, model_uri)
-    expect(count == len(expected), f"{day} has {count} rows, and retail_features has {len(expected)} customers",
+    expect(len(rows) == len(expected), f"{day} has {len(rows)} rows, and retail_features has {len(expected)} customers",
            "write the predictions of every customer in `scored`")
-    uris = [row.model_uri for row in rows.select("model_uri").distinct().collect()]
+    uris = sorted(rows["model_uri"].astype(str).unique())
     expect(uris == [model_uri], f"the model_uri column of {day} holds {uris}, not Task 1's {model_uri!r}",
            "add F.lit(model_uri).alias(\"model_uri\")")
-    gap = _largest_gap(rows.select("CustomerID", "prediction").toPandas(), expected)
+    gap = _largest_gap(rows[["CustomerID", "prediction"]], expected)
     expect(gap < 1e-6, f"the predictions of {day} differ from Task 1's model by up to {gap:.3g} years",
            "write the `prediction` column of `scored`")
-    return count
+    return len(rows)
 
 
 @task(1, hint="set `model_uri` to `info.model_uri`, where info = mlflow.sklearn.log_model(...)")
@@ -186,8 +191,6 @@ def task3(spark, model_uri, most_copies) -> str:
 
 @task(4, hint="set `rows_per_day` to {row.scoring_date: row[\"count\"] for row in ...groupBy(\"scoring_date\").count().collect()}")
 def task4(spark, model_uri, rows_per_day) -> str:
-    from pyspark.sql import functions as F
-
     _logged_model(spark, model_uri)
     table = _table(spark)
     days = sorted(row.scoring_date for row in table.select("scoring_date").distinct().collect())
@@ -198,9 +201,10 @@ def task4(spark, model_uri, rows_per_day) -> str:
     expect(writes, f"no write in `{TABLE}`'s history replaced {DAY2} alone", "score it with score_day, whose "
            "replaceWhere names the day it writes")
     version = writes[-1]
-    day1 = lambda v: (spark.read.option("versionAsOf", v).table(TABLE).filter(F.col("scoring_date") == F.lit(DAY1))
-                      .select("CustomerID", "prediction", "scored_at"))
-    changed = day1(version - 1).exceptAll(day1(version)).count()
+    before, after = (_day(spark.read.option("versionAsOf", v).table(TABLE), DAY1) for v in (version - 1, version))
+    merged = before.merge(after, on="CustomerID", how="outer", suffixes=("_before", "_after"), indicator=True)
+    changed = int(((merged["_merge"] != "both") | (merged["scored_at_before"] != merged["scored_at_after"])
+                   | (merged["prediction_before"] != merged["prediction_after"])).sum())
     expect(changed == 0, f"writing {DAY2} changed {changed} rows of {DAY1}",
            f"replace only the day you write: .option(\"replaceWhere\", \"scoring_date = '{DAY2.isoformat()}'\")")
     expect(isinstance(rows_per_day, dict), f"`rows_per_day` is {type(rows_per_day).__name__}, not a dictionary",
