@@ -23,26 +23,26 @@ def _frame(value, variable: str, hint: str) -> None:
 
 
 def _expected(spark) -> dict:
-    """The reference and December's customers, rebuilt here by another route: from the raw lines of retail_bronze
-    (without any December a lesson landed there) and the December file, cleaned together."""
+    """The reference and December's customers, rebuilt here with the course's definitions: the clean lines of
+    retail_silver before December (without any December a lesson landed there) and the December file, cleaned."""
     if "reference" not in _EXPECTED:
         from pyspark.sql import functions as F
 
         from helpers import cached
         from helpers.data import DRIFT_MONTH_FILE, data_uri
-        from helpers.features import LABEL, clean_lines, feature_names, training_table
+        from helpers.features import clean_lines, training_table
         from helpers.monitoring import active_customer_features
 
         products, customers = spark.read.table("retail_products"), spark.read.table("retail_customers")
         categories = sorted(row.Category for row in products.select("Category").distinct().collect())
-        bronze = spark.read.table("retail_bronze")
-        december = (spark.read.option("header", True).schema(bronze.drop("source_file").schema)
-                    .csv(data_uri(DRIFT_MONTH_FILE)))
-        lines = clean_lines(bronze.filter(F.col("source_file") != DRIFT_MONTH_FILE).drop("source_file")
-                            .unionByName(december), products)
+        schema = spark.read.table("retail_bronze").drop("source_file").schema
+        december = clean_lines(spark.read.option("header", True).schema(schema).csv(data_uri(DRIFT_MONTH_FILE)),
+                               products)
+        lines = spark.read.table("retail_silver").filter(F.col("InvoiceDate") < F.lit(str(MONTH))) \
+            .unionByName(december)
         reference = cached(training_table(lines, customers, categories, REFERENCE_MONTH))
         current = cached(active_customer_features(lines, customers, categories, MONTH))
-        columns = ["CustomerID", LABEL, *feature_names(categories)]
+        columns = ["CustomerID", "num_invoices", FEATURE]
         _EXPECTED.update(reference=reference, current=current, reference_rows=reference.select(columns).toPandas(),
                          current_rows=current.select(columns).toPandas())
     return _EXPECTED
