@@ -13,7 +13,7 @@ import nbformat
 import pytest
 
 from helpers import labs
-from helpers.checks import Wrong, expect, finished_run, task
+from helpers.checks import Wrong, expect, finished_run, logged_sklearn_model, task
 from helpers.config import REPO_ROOT
 from helpers.runner import course_notebooks
 
@@ -135,6 +135,40 @@ def test_a_run_check_refuses_none_an_unknown_id_a_running_run_and_another_experi
     with pytest.raises(Wrong, match="not the lab's 'elsewhere'"):
         finished_run(run.info.run_id, "run_id", "elsewhere")
     assert finished_run(run.info.run_id, "run_id", course_experiment("lab-test")).info.status == "FINISHED"
+
+
+def test_a_model_check_refuses_none_an_unknown_uri_another_flavor_no_signature_and_another_experiment(workspace):
+    import mlflow
+    import pandas as pd
+    from mlflow.models import infer_signature
+    from sklearn.linear_model import Ridge
+
+    from helpers import course_experiment, setup_mlflow
+
+    setup_mlflow(quiet=True)
+    lab = course_experiment("lab-test")
+    mlflow.set_experiment(lab)
+    X = pd.DataFrame({"a": [1.0, 2.0, 3.0, 4.0], "b": [0.5, 1.0, 0.0, 2.0]})
+    ridge = Ridge().fit(X, X.a + X.b)
+
+    def echo(model_input: list[str]) -> list[str]:
+        return model_input
+
+    with mlflow.start_run():
+        plain = mlflow.sklearn.log_model(ridge, name="model").model_uri
+        signed = mlflow.sklearn.log_model(ridge, name="signed", signature=infer_signature(X, ridge.predict(X))).model_uri
+        with pytest.raises(Wrong, match="is RUNNING, not FINISHED"):
+            logged_sklearn_model(signed, lab)
+    with mlflow.start_run():
+        other_flavor = mlflow.pyfunc.log_model(name="model", python_model=echo,
+                                               pip_requirements=["mlflow"]).model_uri
+    for value, problem in ((None, "is still None"), (7, "is a int, not a model URI"), ("models:/m-nothing", "no model"),
+                           (other_flavor, "not sklearn"), (plain, "has no signature")):
+        with pytest.raises(Wrong, match=problem):
+            logged_sklearn_model(value, lab)
+    with pytest.raises(Wrong, match="not the lab's"):
+        logged_sklearn_model(signed, course_experiment("lab-elsewhere"))
+    assert logged_sklearn_model(signed, lab).signature.inputs.input_names() == ["a", "b"]
 
 
 def check_lines(executed) -> list[tuple[str, list[str]]]:

@@ -66,6 +66,37 @@ def finished_run(run_id: Any, variable: str, experiment_name: str | None = None,
     return run
 
 
+def logged_sklearn_model(model_uri: Any, experiment_name: str):
+    """The model info of the scikit-learn model at `model_uri`; Wrong unless it has a signature and was logged by a
+    finished, live run of the lab's experiment."""
+    import mlflow
+
+    expect(model_uri, f"`model_uri` is still {model_uri!r}",
+           "set it to the `model_uri` of what mlflow.sklearn.log_model returns")
+    expect(isinstance(model_uri, str), f"`model_uri` is a {type(model_uri).__name__}, not a model URI",
+           "store `info.model_uri`, a string such as models:/m-..., in `model_uri`")
+    try:
+        info = mlflow.models.get_model_info(model_uri)
+    except Exception:
+        raise Wrong(f"no model is logged at {model_uri!r}",
+                    "log the model with mlflow.sklearn.log_model inside `with mlflow.start_run():`, then copy "
+                    "`info.model_uri`") from None
+    expect("sklearn" in info.flavors, f"the model at {model_uri!r} has the flavors {sorted(info.flavors)}, not sklearn",
+           "log the fitted Ridge with mlflow.sklearn.log_model")
+    expect(info.run_id, "the model was not logged inside a run", "log it inside `with mlflow.start_run():`")
+    run = mlflow.get_run(info.run_id)
+    expect(run.info.lifecycle_stage == "active", "the model belongs to a deleted run, left by an earlier run of the lab",
+           "run the Setup cell and Task 1 again")
+    expect(run.info.status == "FINISHED", f"the model's run is {run.info.status}, not FINISHED",
+           "leave the `with mlflow.start_run():` block")
+    experiment = mlflow.get_experiment(run.info.experiment_id).name
+    expect(experiment == experiment_name,
+           f"the model's run is in experiment {experiment!r}, not the lab's", "run the Setup cell again, then Task 1")
+    expect(info.signature is not None, "the model has no signature",
+           "pass signature=infer_signature(X, ridge.predict(X)) to log_model")
+    return info
+
+
 def start_over(spark=None, tables: tuple[str, ...] = (), models: tuple[str, ...] = (),
                experiments: tuple[str, ...] = ()) -> None:
     """Drops the lab's own tables and registered models and deletes the runs of its experiments, so that every run

@@ -5,7 +5,7 @@ import contextlib
 import datetime as dt
 import io
 
-from helpers.checks import Wrong, expect, task
+from helpers.checks import expect, logged_sklearn_model, task
 
 TABLE = "lab05_predictions"
 EXPERIMENT = "lab-05-batch"
@@ -21,33 +21,9 @@ def _feature_columns(spark) -> list[str]:
 
 def _logged_model(spark, model_uri):
     """The learner's logged model: a scikit-learn model with a signature, logged by a finished run of the lab."""
-    import mlflow
-
     from helpers import course_experiment
 
-    expect(model_uri, f"`model_uri` is still {model_uri!r}",
-           "set it to the `model_uri` of what mlflow.sklearn.log_model returns")
-    expect(isinstance(model_uri, str), f"`model_uri` is a {type(model_uri).__name__}, not a model URI",
-           "store `info.model_uri`, a string such as models:/m-..., in `model_uri`")
-    try:
-        info = mlflow.models.get_model_info(model_uri)
-    except Exception:
-        raise Wrong(f"no model is logged at {model_uri!r}",
-                    "log the model with mlflow.sklearn.log_model inside `with mlflow.start_run():`, then copy "
-                    "`info.model_uri`") from None
-    expect("sklearn" in info.flavors, f"the model at {model_uri!r} has the flavors {sorted(info.flavors)}, not sklearn",
-           "log the fitted Ridge with mlflow.sklearn.log_model")
-    expect(info.run_id, "the model was not logged inside a run", "log it inside `with mlflow.start_run():`")
-    run = mlflow.get_run(info.run_id)
-    expect(run.info.lifecycle_stage == "active", "the model belongs to a deleted run, left by an earlier run of the lab",
-           "run the Setup cell and Task 1 again")
-    expect(run.info.status == "FINISHED", f"the model's run is {run.info.status}, not FINISHED",
-           "leave the `with mlflow.start_run():` block")
-    experiment = mlflow.get_experiment(run.info.experiment_id).name
-    expect(experiment == course_experiment(EXPERIMENT),
-           f"the model's run is in experiment {experiment!r}, not the lab's", "run the Setup cell again, then Task 1")
-    expect(info.signature is not None, "the model has no signature",
-           "pass signature=infer_signature(X, ridge.predict(X)) to log_model")
+    info = logged_sklearn_model(model_uri, course_experiment(EXPERIMENT))
     inputs, wanted = info.signature.inputs.input_names(), _feature_columns(spark)
     expect(sorted(inputs) == sorted(wanted), f"the signature's inputs are {inputs}, not the 15 feature columns",
            "infer the signature from train[feature_columns], the feature columns only")
