@@ -145,15 +145,17 @@ def _builder(master: str | None, java: JavaRuntime, log4j: Path, jars: list[Path
 
 @contextlib.contextmanager
 def _jvm_output_to(log: Path, java_home: Path):
-    """Points fds 1 and 2 at the log while the JVM starts: it inherits them, so its output never reaches a notebook."""
+    """Points fds 1 and 2 at the log while the JVM starts: it inherits them, so its output never reaches a notebook.
+    The JVM also inherits TMPDIR, this process's scratch folder, and passes it to the Python workers it starts: over
+    Spark Connect, mlflow's spark_udf copies the model into the worker's temporary folder and leaves it there."""
     sys.stdout.flush()
     sys.stderr.flush()
-    saved_home = os.environ.get("JAVA_HOME")
+    saved_env = {name: os.environ.get(name) for name in ("JAVA_HOME", "TMPDIR")}
     saved = os.dup(1), os.dup(2)
     with open(log, "ab") as handle:
         os.dup2(handle.fileno(), 1)
         os.dup2(handle.fileno(), 2)
-        os.environ["JAVA_HOME"] = str(java_home)
+        os.environ.update(JAVA_HOME=str(java_home), TMPDIR=str(scratch_dir()))
         try:
             yield
         finally:
@@ -161,10 +163,11 @@ def _jvm_output_to(log: Path, java_home: Path):
             os.dup2(saved[1], 2)
             os.close(saved[0])
             os.close(saved[1])
-            if saved_home is None:
-                os.environ.pop("JAVA_HOME", None)
-            else:
-                os.environ["JAVA_HOME"] = saved_home
+            for name, value in saved_env.items():
+                if value is None:
+                    os.environ.pop(name, None)
+                else:
+                    os.environ[name] = value
 
 
 def _log_tail(log: Path, start: int) -> str:

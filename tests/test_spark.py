@@ -1,11 +1,13 @@
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 from pyspark.sql import SparkSession
+from pyspark.sql.functions import udf
 
 from helpers import spark as course_spark
 from helpers.config import REPO_ROOT
@@ -28,6 +30,10 @@ def test_session_is_configured_for_a_laptop(spark):
     tmpdir = Path(spark.sparkContext._jvm.System.getProperty("java.io.tmpdir"))
     assert (tmpdir.parent.name, tmpdir.name) == ("spark-scratch", str(os.getpid()))
     assert any(scratch.iterdir())
+    # and so do its Python workers' (mlflow's spark_udf leaves a copy of the model there over Spark Connect)
+    worker_tmp = Path(spark.range(1).select(udf(lambda _: tempfile.gettempdir(), "string")("id")).first()[0])
+    assert (worker_tmp.parent.name, worker_tmp.name) == ("spark-scratch", str(os.getpid()))
+    assert "TMPDIR" not in os.environ or Path(os.environ["TMPDIR"]) != worker_tmp  # this process's is as it was
 
 
 @pytest.mark.slow
