@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import shutil
 import sys
 import time
@@ -35,6 +36,8 @@ FLOORS_PER_LESSON = 3
 FLOORS_PER_LAB = 2
 # The table's row for the shared Spark driver's start-up (run_course).
 SHARED_DRIVER_ROW = "(shared Spark driver)"
+# What run_prerequisite prints when a notebook first runs an earlier one whose results are missing.
+PREREQUISITE_LINE = re.compile(r"running (\d\d_\w+\.ipynb) first")
 # Papermill's bookkeeping, dropped from committed notebooks so that a refresh only changes real outputs.
 PAPERMILL_KEYS = ("papermill", "execution")
 
@@ -208,8 +211,23 @@ def measure_floor(kernel: str) -> Result:
             os.environ[SPARK_REMOTE] = remote
 
 
+def prerequisite_seconds(executed: Path) -> tuple[str, float] | None:
+    """The earlier notebook an executed notebook ran first because its results were missing (run_prerequisite), and
+    how long that took by papermill's clock: the prerequisite's cost, not the notebook's own."""
+    import nbformat
+
+    for cell in nbformat.read(executed, as_version=4).cells:
+        for output in cell.get("outputs", []):
+            match = PREREQUISITE_LINE.search(output.get("text", ""))
+            if match and (executed.parent / match[1]).exists():
+                ran = nbformat.read(executed.parent / match[1], as_version=4)
+                return match[1], float(ran.metadata.get("papermill", {}).get("duration") or 0.0)
+    return None
+
+
 def print_profile(results: list[Result], floor: Result, folder: Path = NOTEBOOK_DIR) -> None:
-    """The speed report: seconds, reference floors and budget per notebook, and each one's slowest cells."""
+    """The speed report: seconds, reference floors and budget per notebook, and each one's slowest cells. A notebook
+    that first ran a prerequisite is measured without it, and the row says so."""
     if floor.status != "passed":
         print(f"\nNo speed report: the reference floor did not run. {floor.error}")
         return
@@ -227,6 +245,10 @@ def print_profile(results: list[Result], floor: Result, folder: Path = NOTEBOOK_
             continue
         budget = lesson_budget(folder / r.notebook)
         cells = ", ".join(f"{c.index}: {c.seconds:.1f} ({c.first_line[:30]})" for c in slowest_cells(executed / r.notebook))
+        prerequisite = prerequisite_seconds(executed / r.notebook)
+        if prerequisite:
+            floors = (r.seconds - prerequisite[1]) / floor.seconds
+            cells = f"{prerequisite[1]:.1f} s of it ran {prerequisite[0]} first, not counted in its floors; {cells}"
         print(f"{r.notebook:<{width}}  {r.seconds:7.1f}  {floors:6.1f}  {budget:6d}{' !' if floors > budget else '  '}"
               f"  {cells}")
     total = sum(r.seconds for r in results if r.status == "passed")

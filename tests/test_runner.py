@@ -116,3 +116,23 @@ def test_the_speed_report_states_each_notebook_in_reference_floors_and_names_its
     assert floors == pytest.approx(seconds / floor_seconds, rel=0.1)  # both printed to one decimal
     assert 2.5 <= cell_seconds < seconds
     assert re.search(r"^00_quick.ipynb +\d+\.\d +\d+\.\d +3 ", out, flags=re.M)
+
+
+def test_the_speed_report_does_not_count_a_prerequisite_in_the_floors_of_the_notebook_that_ran_it(
+        workspace, notebooks, tmp_path, monkeypatch, capsys):
+    floor = write_notebook(tmp_path / "floor.ipynb", "import time; time.sleep(0.5)")
+    monkeypatch.setattr(runner, "REFERENCE_FLOOR", floor)
+    write_notebook(notebooks / "00_base.ipynb", "import time; time.sleep(3)")
+    # 01 finds 00's results missing and runs it first, as a lesson or a lab does
+    write_notebook(notebooks / "01_needs.ipynb", f"from pathlib import Path\nfrom helpers import runner\n"
+                   f"runner.NOTEBOOK_DIR = Path({str(notebooks)!r})\n"
+                   "runner.run_prerequisite('00_base.ipynb', 'Table base is not in this workspace yet')")
+    assert main(["--only", "01", "--profile"]) == 0
+    out = capsys.readouterr().out
+    floor_seconds = float(re.search(r"reference floor (\d+\.\d) s", out).group(1))
+    row = re.search(r"^01_needs.ipynb +(\d+\.\d) +(\d+\.\d) +3[ !]+(\d+\.\d) s of it ran 00_base.ipynb first", out,
+                    flags=re.M)
+    assert row, out
+    seconds, floors, prerequisite = map(float, row.groups())
+    assert 3 <= prerequisite < seconds
+    assert floors == pytest.approx((seconds - prerequisite) / floor_seconds, abs=0.2)
