@@ -83,13 +83,22 @@ def _payload_values(payload) -> list:
     return [value for record in payload.get("dataframe_records", []) for value in record.values()]
 
 
+def _rows_fit_columns(payload) -> bool:
+    """Whether every row of a dataframe_split payload has one value per column (records always do)."""
+    split = payload.get("dataframe_split")
+    if not isinstance(split, dict):
+        return True
+    width = len(split.get("columns", []))
+    return all(isinstance(row, list) and len(row) == width for row in split.get("data", []))
+
+
 def _is_kind(case: str, payload) -> bool:
     """Whether a payload is malformed the way its case says, and only that way."""
     keys = set(payload)
     if case == "unknown key":
         return bool(keys) and not keys & PROTOCOL_KEYS
     columns = _payload_columns(payload)
-    if columns is None:
+    if columns is None or not _rows_fit_columns(payload):  # else pandas refuses it before the model's schema can
         return False
     if case == "missing column":
         return bool(set(COLUMNS) - set(columns)) and set(columns) <= set(COLUMNS)
@@ -148,7 +157,9 @@ def task3(model_uri, server, bad_requests, answers) -> str:
     for case in CASES:
         payload = bad_requests[case]
         expect(isinstance(payload, dict) and _is_kind(case, payload),
-               f"`bad_requests[{case!r}]` is not a {case} payload", hints[case])
+               f"`bad_requests[{case!r}]` is not a {case} payload"
+               + (": its rows do not have one value per column" if isinstance(payload, dict)
+                  and not _rows_fit_columns(payload) else ""), hints[case])
         reply = _post(server, payload)
         expect(400 <= reply.status_code < 500, f"the server answers `bad_requests[{case!r}]` with "
                f"{reply.status_code}, not a 4xx", hints[case])

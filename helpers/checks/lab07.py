@@ -281,9 +281,14 @@ def task4(spark, verdicts, champion_version, steady_version, sparse_version) -> 
                f"version {version} was gated against version {numbers['sparse_version']} as @champion: the refused "
                "version had taken the alias", "call client.set_registered_model_alias in gate only when the "
                "version passed; run Task 1 again to start from its three versions")
-        # Against the champion of the time: the first champion, or the steady version if it was gated first.
-        possible = [rmses["champion_version"]] + ([rmses["steady_version"]] if variable == "sparse_version" else [])
-        expect(any(abs(champion_rmse - value) < 1e-5 for value in possible),
+        # Both against the first champion: the sparse version is gated first and refused, so it never moves it.
+        expect(variable == "steady_version" or abs(champion_rmse - rmses["steady_version"]) >= 1e-5
+               or abs(rmses["steady_version"] - rmses["champion_version"]) < 1e-5,
+               f"version {version} (`sparse_version`) was gated against version {numbers['steady_version']} as "
+               "@champion: it was gated after the steady version had passed and taken the alias",
+               "gate `sparse_version` first, then `steady_version`, as the task says; run Task 1 again to start "
+               "from its three versions")
+        expect(abs(champion_rmse - rmses["champion_version"]) < 1e-5,
                f"version {version} is tagged champion_rmse {champion_rmse:.4f}, and @champion's RMSE was "
                f"{rmses['champion_version']:.4f}", "score the version that client.get_model_version_by_alias("
                "model_name, \"champion\") returns, at the time of the gate")

@@ -130,6 +130,8 @@ def _cases(secret: str):
     del unsigned[SIGNATURE_HEADER]
     garbled = headers(str(uuid.uuid4()))
     garbled[SIGNATURE_HEADER] = "v1,not base64!"
+    accented = headers(str(uuid.uuid4()))
+    accented[SIGNATURE_HEADER] = "v1,é" + accented[SIGNATURE_HEADER][4:]  # compare_digest refuses such a str
     signature = "recompute the signature with mlflow_signature(secret, ...) and compare it with hmac.compare_digest"
     header = "look headers up with .get(...) and return False when one is missing or malformed"
     fresh = "refuse a timestamp more than 300 seconds from time.time(), before or after"
@@ -143,6 +145,10 @@ def _cases(secret: str):
         ("a delivery signed with another secret", headers(str(uuid.uuid4()), key="guessed"), body, signature),
         ("a delivery without X-MLflow-Signature", unsigned, body, header),
         ("a signature that is not base64", garbled, body, header),
+        ("a signature with a character that is not ASCII", accented, body,
+         "compare bytes, not strings: hmac.compare_digest(a.encode(), b.encode())"),
+        ("a genuinely signed timestamp that is not a number, \"soon\"", headers(str(uuid.uuid4()), timestamp="soon"),
+         body, "refuse a timestamp that is not digits (timestamp.isdigit()) before int(timestamp)"),
         ("a genuine delivery signed ten minutes ago", headers(str(uuid.uuid4()), timestamp=now - 600), body, fresh),
         ("a genuine delivery dated ten minutes ahead", headers(str(uuid.uuid4()), timestamp=now + 600), body, fresh),
         ("a forged delivery that claims the id of a genuine one to come", headers(later, key="guessed"), body,
@@ -167,9 +173,8 @@ def task2(secret, accept) -> str:
         try:
             got = accept(dict(headers), body, theirs)
         except Exception as error:
-            raise Wrong(f"accept raised {type(error).__name__} on {what}",
-                        "return False for a delivery you refuse: look headers up with .get(...), and never let a "
-                        "malformed one raise") from None
+            raise Wrong(f"accept raised {type(error).__name__} on {what} ({str(error).splitlines()[0][:100] if str(error) else 'no message'})",
+                        f"a malformed delivery is a refusal, never an error: {hint}") from None
         expect(got in (True, False), f"accept returned {got!r} on {what}, not True or False",
                "return True only when all three checks pass, False otherwise")
         expect(got == wanted, f"accept returned {got} on {what}; it must be {'accepted' if wanted else 'refused'}",

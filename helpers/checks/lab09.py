@@ -150,10 +150,11 @@ def task2(spark, spend_bins, spend_psi) -> str:
            f"{count}", f"cut with reference.approxQuantile(\"{FEATURE}\", [0.1, 0.2, ..., 0.9], 0.0) (0.0: exact), "
            "and give the Bucketizer the splits [-inf, *cuts, inf]")
     expect(np.allclose(bins["expected"], expected["bin_expected"], atol=1e-9),
-           f"the expected shares are {', '.join(f'{s:.3f}' for s in bins['expected'])}; cut at the reference's "
-           "exact deciles, each bin holds about a tenth of the reference",
-           "expected = rows of `reference` per bin / reference.count(), with the splits from the reference's exact "
-           "deciles (relative error 0.0), and 1e-4 for a bin left empty")
+           f"the expected shares ({', '.join(f'{s:.3f}' for s in bins['expected'])}) are not those of the "
+           f"reference of Task 1, the training table of the year to November, per bin of {FEATURE}",
+           "make `reference` pass Task 1's check first; then expected = rows of `reference` per bin / "
+           "reference.count(), with the splits from its exact deciles (relative error 0.0), and 1e-4 for a bin left "
+           "empty")
     expect(np.allclose(bins["actual"], expected["bin_actual"], atol=1e-9),
            f"the expected shares are right, but the actual shares ({', '.join(f'{s:.3f}' for s in bins['actual'])}) "
            "are not December's", "actual = rows of `current` per bin (the same bucketizer) / current.count(); "
@@ -234,7 +235,7 @@ def task4(spark, monitoring_run_id, experiment_name: str) -> str:
                f"{value:.4f}", "log the numbers of Tasks 2 and 3 (check them first)")
     decision = str(report.retrain).lower()
     expect(tags.get("retrain") == decision, f"its tag retrain is {tags.get('retrain')!r}, not {decision!r}",
-           "set it with mlflow.set_tag(\"retrain\", str(retrain).lower())")
+           "set it with mlflow.set_tag(\"retrain\", str(retrain).lower()), once `retrain` passes Task 3's check")
     artifacts = [info.path for info in mlflow.MlflowClient().list_artifacts(run.info.run_id)]
     expect("psi_bins.json" in artifacts, "the run has no table psi_bins.json",
            "log the bins with mlflow.log_table(spend_bins.toPandas(), \"psi_bins.json\")")
