@@ -107,11 +107,16 @@ class LoggedKernelManager(AsyncKernelManager):
 
 
 def kernel_config(log: Path):
+    from jupyter_core.paths import jupyter_runtime_dir
     from traitlets.config import Config
 
     # Kernels talk to the runner over local sockets (IPC), not TCP: nothing to eavesdrop on, and no
-    # "Kernel is running over TCP without encryption" warning from every kernel.
-    return Config({"KernelManager": {"transport": "ipc"}, "LoggedKernelManager": {"log_path": str(log)},
+    # "Kernel is running over TCP without encryption" warning from every kernel. The sockets go beside Jupyter's
+    # connection files, not into the notebook's folder, where JupyterLab would list them.
+    runtime = Path(jupyter_runtime_dir())
+    runtime.mkdir(parents=True, exist_ok=True)
+    return Config({"KernelManager": {"transport": "ipc", "ip": str(runtime / "course-kernel")},
+                   "LoggedKernelManager": {"log_path": str(log)},
                    "NotebookClient": {"kernel_manager_class": LoggedKernelManager}})
 
 

@@ -136,3 +136,14 @@ def test_the_speed_report_does_not_count_a_prerequisite_in_the_floors_of_the_not
     seconds, floors, prerequisite = map(float, row.groups())
     assert 3 <= prerequisite < seconds
     assert floors == pytest.approx((seconds - prerequisite) / floor_seconds, abs=0.2)
+
+
+def test_kernel_sockets_stay_out_of_the_notebooks_folder(workspace, notebooks):
+    from jupyter_core.paths import jupyter_runtime_dir
+
+    write_notebook(notebooks / "00_where.ipynb", "import os\n"
+                   "print('here:', sorted(f for f in os.listdir('.') if 'kernel' in f))\n"
+                   f"print('runtime:', any(f.startswith('course-kernel-') for f in os.listdir({jupyter_runtime_dir()!r})))")
+    assert main([]) == 0
+    out = nbformat.read(workspace / "executed" / "00_where.ipynb", as_version=4).cells[0].outputs[0].text
+    assert out.splitlines() == ["here: []", "runtime: True"]
