@@ -97,6 +97,30 @@ def logged_sklearn_model(model_uri: Any, experiment_name: str):
     return info
 
 
+def pinned_requirements(model_uri: str, packages: dict[str, str], hint: str) -> None:
+    """Wrong unless the model's requirements.txt holds exactly these pins: explicit pip_requirements, not the list
+    MLflow infers when none are given."""
+    import logging
+    from pathlib import Path
+
+    import mlflow
+
+    logger = logging.getLogger("mlflow.pyfunc")  # which logs a `%pip install -r <this machine's path>` line
+    level = logger.level
+    logger.setLevel(logging.WARNING)
+    try:
+        requirements = Path(mlflow.pyfunc.get_model_dependencies(model_uri))
+    finally:
+        logger.setLevel(level)
+    lines = [line.strip() for line in requirements.read_text().splitlines() if line.strip() and not line.startswith("#")]
+    wanted = [f"{package}=={version}" for package, version in packages.items()]
+    missing = [pin for pin in wanted if pin not in lines]
+    expect(not missing, f"the model's requirements.txt does not pin {', '.join(missing)}", hint)
+    extra = [line for line in lines if line not in wanted]
+    expect(not extra, f"the model's requirements.txt also lists {', '.join(extra[:3])}{' …' if len(extra) > 3 else ''}"
+           ": MLflow inferred its requirements, so no pip_requirements were given", hint)
+
+
 def start_over(spark=None, tables: tuple[str, ...] = (), models: tuple[str, ...] = (),
                experiments: tuple[str, ...] = ()) -> None:
     """Drops the lab's own tables and registered models and deletes the runs of its experiments, so that every run

@@ -80,7 +80,10 @@ def task3(spark, restored_rows) -> str:
     history = _history(spark)
     latest = history[-1]
     expect(latest.operation == "RESTORE", f"the table's latest version ({latest.version}) is a {latest.operation}, "
-           "not a RESTORE", 'run spark.sql(f"RESTORE TABLE loyalty_customers TO VERSION AS OF {delete_version - 1}")')
+           "not a RESTORE" + (" (a RESTORE to the version the table is at already writes no new version)"
+                              if latest.operation == "DELETE" else ""),
+           'restore to the version before the delete: spark.sql(f"RESTORE TABLE loyalty_customers TO VERSION AS OF '
+           '{delete_version - 1}")')
     current, whole = spark.read.table(TABLE).count(), _rows(spark, _written_version(spark))
     expect(current == whole, f"the restored table has {current} rows, the table before the delete had {whole}",
            "restore to the version just before the delete, delete_version - 1")

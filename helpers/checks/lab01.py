@@ -75,7 +75,8 @@ def task3(best_run_id, experiment_name: str) -> str:
     lowest = runs["metrics.rmse"].min()
     rmse = run.data.metrics.get("rmse")
     expect(rmse is not None and abs(rmse - lowest) < 1e-9,
-           f"the run in `best_run_id` has rmse {rmse}, and the lowest in the experiment is {lowest:.3f}",
+           f"the run in `best_run_id` has rmse {'none' if rmse is None else f'{rmse:.3f}'}, and the lowest in the "
+           f"experiment is {lowest:.3f}",
            'order the search by ["metrics.rmse ASC"] and take the first row')
     verdict = run.data.tags.get("verdict")
     expect(verdict == "best", f"the best run's tag `verdict` is {verdict!r}, not 'best'",

@@ -65,8 +65,9 @@ def task2(parent_run_id, experiment_name: str) -> str:
                "log {param.name: value for param, value in param_map.items()} and "
                'mlflow.log_metric("validation_rmse", score) in each child run')
     settings = {(int(t), int(d)) for t, d in zip(children["params.numTrees"], children["params.maxDepth"])}
-    expect(settings == SETTINGS, f"the child runs hold the settings {sorted(settings)}, not the grid's four",
-           "log the param map of each child run's own setting")
+    expect(settings == SETTINGS, f"the child runs hold the settings {sorted(settings)}, not the task's four "
+           f"{sorted(SETTINGS)}", "make Task 1's grid pass its check, then log the param map of each child run's own "
+           "setting")
     scores = children["metrics.validation_rmse"]
     expect(scores.between(3, 14).all() and scores.nunique() > 1,
            f"the validation RMSEs {sorted(scores.round(3))} are not the scores of four different forests",
@@ -80,7 +81,12 @@ def task3(spark, best_settings, parent_run_id, experiment_name: str) -> str:
            "build it from the best param map: {param.name: value for param, value in grid[best].items()}")
     parent = finished_run(parent_run_id, "parent_run_id", experiment_name)
     children = _children(parent_run_id)
-    expect(len(children) == 4, "the parent run does not have its four child runs", "do Task 2 first")
+    expect(len(children) == 4 and "metrics.validation_rmse" in children
+           and children["metrics.validation_rmse"].notna().all(),
+           "the parent run does not have four child runs with a validation_rmse", "make Task 2 pass its check first")
+    settings = {(int(t), int(d)) for t, d in zip(children["params.numTrees"], children["params.maxDepth"])}
+    expect(settings == SETTINGS, f"the child runs hold the settings {sorted(settings)}, not the task's four",
+           "make Tasks 1 and 2 pass their checks first")
     best = children.loc[children["metrics.validation_rmse"].idxmin()]
     expected = {"numTrees": int(best["params.numTrees"]), "maxDepth": int(best["params.maxDepth"])}
     expect(best_settings == expected, f"`best_settings` is {best_settings}, and the lowest validation RMSE is "

@@ -1,10 +1,7 @@
 """Checks for lab 03: a scikit-learn pipeline logged with a signature, loaded as a pyfunc, its flavors and schema enforcement."""
 from __future__ import annotations
 
-import tempfile
-from pathlib import Path
-
-from helpers.checks import Wrong, expect, finished_run, task
+from helpers.checks import Wrong, expect, finished_run, pinned_requirements, task
 
 EXPERIMENT = "lab-03-flavors"
 FEATURES = ["num_invoices", "avg_hour", "weekend_share", "share_gadgets", "share_gaming", "share_garden",
@@ -78,11 +75,8 @@ def task1(spark, model_info) -> str:
            f"infer the signature from train_pandas[feature_columns] with feature_columns = {FEATURES}")
     expect(info.saved_input_example_info, "the model was logged without an input example",
            "pass input_example=train_pandas[feature_columns].head(3) to log_model")
-    model_dir = Path(mlflow.artifacts.download_artifacts(info.model_uri, dst_path=tempfile.mkdtemp()))
-    pinned = (model_dir / "requirements.txt").read_text().split()
-    for package, version in (("scikit-learn", sklearn.__version__), ("mlflow", mlflow.__version__)):
-        expect(f"{package}=={version}" in pinned, f"requirements.txt does not pin {package}=={version}",
-               'pass pip_requirements=[f"scikit-learn=={sklearn.__version__}", f"mlflow=={mlflow.__version__}"]')
+    pinned_requirements(info.model_uri, {"scikit-learn": sklearn.__version__, "mlflow": mlflow.__version__},
+                        'pass pip_requirements=[f"scikit-learn=={sklearn.__version__}", f"mlflow=={mlflow.__version__}"]')
 
     model = mlflow.sklearn.load_model(info.model_uri)
     steps = [type(step).__name__ for _, step in model.steps] if isinstance(model, Pipeline) else [type(model).__name__]
@@ -161,7 +155,7 @@ def task4(model_info, bad_input, error_message) -> str:
     expect(bad_input is not None, "`bad_input` is still None", frame_hint)
     expect(isinstance(bad_input, pd.DataFrame), f"`bad_input` is a {type(bad_input).__name__}, not a pandas "
            "DataFrame", frame_hint)
-    expect(len(bad_input) > 0, "`bad_input` has no rows", frame_hint)
+    expect(len(bad_input) == 3, f"`bad_input` has {len(bad_input)} rows, not the first 3 of the test set", frame_hint)
     model = mlflow.pyfunc.load_model(info.model_uri)
     try:
         model.predict(bad_input)

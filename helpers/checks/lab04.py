@@ -1,7 +1,7 @@
 """Checks for lab 04: two registered versions, their descriptions and tags, @champion with a @previous to roll back to."""
 from __future__ import annotations
 
-from helpers.checks import Wrong, expect, finished_run, task
+from helpers.checks import Wrong, expect, finished_run, pinned_requirements, task
 
 EXPERIMENT = "lab-04-registry"
 MODEL = "lab_04_age"
@@ -103,6 +103,7 @@ def _numbers(value, variable: str, how: str) -> list[int]:
 @task(1, hint=REGISTER_HINT)
 def task1(spark, spend_version, habits_version) -> str:
     import mlflow.spark
+    import pyspark
     from mlflow.models import get_model_info
     from pyspark.ml.evaluation import RegressionEvaluator
     from pyspark.ml.regression import LinearRegressionModel
@@ -124,6 +125,8 @@ def task1(spark, spend_version, habits_version) -> str:
         inputs = info.signature.inputs.input_names()
         expect(sorted(inputs) == sorted(columns), f"`{variable}` (version {version.version}) takes {inputs}, not the "
                f"{feature_set} columns", f"train the {feature_set} candidate on {', '.join(columns)}")
+        pinned_requirements(uri, {"pyspark": pyspark.__version__, "mlflow": mlflow.__version__},
+                            'pass pip_requirements=[f"pyspark=={pyspark.__version__}", f"mlflow=={mlflow.__version__}"]')
         rmse = _test_rmse(version, variable)
         model = mlflow.spark.load_model(uri)
         regression = model.stages[-1]
@@ -154,7 +157,7 @@ def task2(spend_version, habits_version) -> str:
         expect(tag is not None, f"version {number} has no tag `test_rmse`",
                "client.set_model_version_tag(model_name, version, \"test_rmse\", f\"{rmse:.3f}\")")
         expect(tag == f"{rmse[number]:.3f}", f"version {number}'s test_rmse tag is {tag!r}, and its run's metric is "
-               f"{rmse[number]:.4f}", "take the metric from mlflow.get_run(version.run_id).data.metrics[\"test_rmse\"] "
+               f"{rmse[number]:.3f} rounded", "take the metric from mlflow.get_run(version.run_id).data.metrics[\"test_rmse\"] "
                "and format it with f\"{rmse:.3f}\"")
         status, expected = version.tags.get("validation_status"), "passed" if number == winner else "failed"
         expect(status == expected, f"version {number}'s validation_status is {status!r}; with test RMSE "
@@ -196,8 +199,9 @@ def task4(spend_version, champion_model, champion_rmse) -> str:
     spend = _version(spend_version, "spend_version")
     champion = _alias("champion", "client.set_registered_model_alias(model_name, \"champion\", "
                                   "client.get_model_version_by_alias(model_name, \"previous\").version)")
-    expect(int(champion.version) == int(spend.version), f"@champion is version {champion.version}, not the version "
-           f"@previous pointed at ({spend.version})", "move @champion to client.get_model_version_by_alias(model_name, "
+    expect(int(champion.version) == int(spend.version), f"@champion is version {champion.version}, not the first "
+           f"champion, the spend version ({spend.version}), which @previous should have kept in Task 3",
+           "make Task 3 pass its check first; then move @champion to client.get_model_version_by_alias(model_name, "
            "\"previous\").version, then delete @previous (run Task 3 again first if @previous is gone)")
     try:
         _client().get_model_version_by_alias(_model_name(), "previous")
