@@ -151,8 +151,9 @@ def test_a_model_check_refuses_none_an_unknown_uri_another_flavor_no_signature_a
     X = pd.DataFrame({"a": [1.0, 2.0, 3.0, 4.0], "b": [0.5, 1.0, 0.0, 2.0]})
     ridge = Ridge().fit(X, X.a + X.b)
 
-    def echo(model_input: list[str]) -> list[str]:
-        return model_input
+    class Echo(mlflow.pyfunc.PythonModel):
+        def predict(self, context, model_input: list[str]) -> list[str]:
+            return model_input
 
     with mlflow.start_run():
         plain = mlflow.sklearn.log_model(ridge, name="model").model_uri
@@ -160,7 +161,7 @@ def test_a_model_check_refuses_none_an_unknown_uri_another_flavor_no_signature_a
         with pytest.raises(Wrong, match="is RUNNING, not FINISHED"):
             logged_sklearn_model(signed, lab)
     with mlflow.start_run():
-        other_flavor = mlflow.pyfunc.log_model(name="model", python_model=echo,
+        other_flavor = mlflow.pyfunc.log_model(name="model", python_model=Echo(),
                                                pip_requirements=["mlflow"]).model_uri
     for value, problem in ((None, "is still None"), (7, "is a int, not a model URI"), ("models:/m-nothing", "no model"),
                            (other_flavor, "not sklearn"), (plain, "has no signature")):
