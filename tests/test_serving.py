@@ -342,9 +342,14 @@ def test_no_server_outlives_a_kernel_whose_cell_failed(kernel, store):
 
 
 def test_interrupting_a_server_start_stops_the_half_started_server(kernel, store):
+    def command(child) -> str:
+        try:
+            return " ".join(child.cmdline())
+        except (psutil.NoSuchProcess, psutil.ZombieProcess):  # a child that exited while we looked
+            return ""
+
     def server_processes():
-        return [child for child in psutil.Process(kernel.pid).children(recursive=True)
-                if "uvicorn" in " ".join(child.cmdline())]
+        return [child for child in psutil.Process(kernel.pid).children(recursive=True) if "uvicorn" in command(child)]
 
     kernel.client.execute(f"server = serve_model({store['slow']!r}, guarded=True, timeout=900)")
     deadline = time.monotonic() + 60
