@@ -49,20 +49,60 @@ def environment_python() -> Path:
     return python
 
 
-def install_command(python: Path) -> list[list[str]]:
-    """The commands that install the lock and the helpers package: uv if it can be had (seconds), else pip."""
-    lock = str(ROOT / "requirements.lock")
+# uv's words for a lock that cannot be satisfied (a package or version that does not exist): pip would fail the same
+# way, so that is reported as it is; any other failure of uv (a proxy's certificate, a network error) falls back to pip.
+UNSATISFIABLE = ("No solution found", "not found in the package registry", "there is no version of")
+
+
+def uv_installer(python: Path) -> list[str] | None:
+    """`uv pip install` into `python`'s environment (seconds), bootstrapping the locked uv with pip; None without uv."""
+    # --system-certs: uv otherwise trusts only its own root list and refuses a TLS-intercepting proxy's certificates.
     # Bytecode is compiled at install: where PYTHONDONTWRITEBYTECODE is set (as on this project's machines), Python
     # would otherwise compile MLflow, pandas and SQLAlchemy from source in every process, about 3 s each (docs/).
-    uv = [str(python), "-m", "uv", "pip", "install", "--python", str(python), "-q", "--compile-bytecode"]
+    uv = [str(python), "-m", "uv", "pip", "install", "--python", str(python), "-q", "--compile-bytecode",
+          "--system-certs"]
     if subprocess.run([*uv[:3], "--version"], capture_output=True).returncode != 0:
         uv_pin = re.search(r"^uv==([\w.]+)", (ROOT / "requirements.lock").read_text(), flags=re.M).group(1)
         bootstrap = [str(python), "-m", "pip", "install", "--disable-pip-version-check", "-q", f"uv=={uv_pin}"]
         if subprocess.run(bootstrap).returncode != 0:
-            print("Could not install uv; installing with pip instead (a few minutes).", flush=True)
-            pip = [str(python), "-m", "pip", "install", "--disable-pip-version-check", "-q", "--compile"]
-            return [[*pip, "--require-hashes", "-r", lock], [*pip, "--no-deps", "-e", str(ROOT)]]
-    return [[*uv, "--require-hashes", "-r", lock], [*uv, "--no-deps", "-e", str(ROOT)]]
+            return None
+    return uv
+
+
+def pip_installer(python: Path) -> list[str]:
+    return [str(python), "-m", "pip", "install", "--disable-pip-version-check", "-q", "--compile"]
+
+
+def install_commands(installer: list[str], lock: Path, project: Path | None) -> list[list[str]]:
+    """The lock, every package pinned with hashes, then the project itself (which adds no dependency)."""
+    commands = [[*installer, "--require-hashes", "-r", str(lock)]]
+    return commands + ([[*installer, "--no-deps", "-e", str(project)]] if project else [])
+
+
+def install(python: Path, lock: Path, project: Path | None = ROOT) -> None:
+    """Installs `lock` and `project` into `python`'s environment: with uv, else with pip from the same lock."""
+    uv = uv_installer(python)
+    if uv is not None:
+        for command in install_commands(uv, lock, project):
+            done = subprocess.run(command, capture_output=True, text=True)
+            print(done.stdout, end="")
+            if done.returncode != 0:
+                break
+        else:
+            return
+        print(done.stderr, end="", file=sys.stderr)
+        if any(words in done.stderr for words in UNSATISFIABLE):
+            fail(f"{lock.name} cannot be installed: a package or version it names is not on the package index "
+                 "(uv's reason is above).")
+        reason = next((line.strip(" ×╰─▶") for line in reversed(done.stderr.splitlines()) if line.strip()), "")
+        print(f"uv could not install the packages ({reason}); installing them with pip from the same lock instead "
+              "(a few minutes).", flush=True)
+    else:
+        print("Could not install uv; installing with pip instead (a few minutes).", flush=True)
+    for command in install_commands(pip_installer(python), lock, project):
+        if subprocess.run(command).returncode != 0:
+            fail("the requirements could not be installed; read pip's message above (network or proxy settings? "
+                 "docs/configuration.md, 'Behind a proxy').")
 
 
 def ensure_installed(python: Path) -> None:
@@ -75,10 +115,7 @@ def ensure_installed(python: Path) -> None:
     if stamp.exists() and stamp.read_text() == f"{digest} {ROOT}":
         return
     print("Installing the course's locked requirements (about a minute the first time) ...", flush=True)
-    for command in install_command(python):
-        if subprocess.run(command).returncode != 0:
-            fail("the requirements could not be installed; read the installer's message above "
-                 "(network or proxy settings?).")
+    install(python, ROOT / "requirements.lock")
     stamp.write_text(f"{digest} {ROOT}")
 
 

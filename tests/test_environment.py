@@ -1,5 +1,4 @@
 """The environment files agree with each other, and the README's commands are what CI runs."""
-import importlib.util
 import re
 import sys
 from pathlib import Path
@@ -45,18 +44,6 @@ def test_the_lock_pins_every_requirement_at_its_top_level_pin():
     disagree = {name: (version, locked.get(package(name))) for name, version in pip_pins().items()
                 if locked.get(package(name)) != version}
     assert not disagree, f"requirements.txt and requirements.lock disagree (pin, lock): {disagree}"
-
-
-def test_course_py_installs_the_lock_and_nothing_unpinned():
-    spec = importlib.util.spec_from_file_location("course_script", REPO_ROOT / "course.py")
-    course = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(course)
-    assert "requirements.lock" in course.INSTALL_INPUTS  # a changed lock re-installs
-    commands = course.install_command(Path(sys.executable))
-    assert commands[0][-3:] == ["--require-hashes", "-r", str(REPO_ROOT / "requirements.lock")]
-    assert commands[1][-3:] == ["--no-deps", "-e", str(REPO_ROOT)]  # the helpers package adds no dependency
-    # Compiled at install, or every process compiles MLflow from source where PYTHONDONTWRITEBYTECODE is set.
-    assert {"--compile-bytecode", "--compile"} & set(commands[0])
 
 
 def test_conda_environment_has_the_same_pins_as_pip():
