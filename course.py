@@ -6,7 +6,8 @@ it creates .venv/ and installs the course on first use.
     python3 course.py test    # install if needed, then run the whole test suite (unit tests + nbval)
     python3 course.py cluster # the course on PostgreSQL + mlflow server (basic-auth) + a Spark standalone cluster
     python3 course.py lab     # JupyterLab on the course environment, opened in notebooks/ (the labs in labs/)
-    python3 course.py labs    # write the labs' learner versions from their solutions versions (maintainers)
+    python3 course.py generate-labs  # write the labs' learner versions from their solutions (maintainers; keeps
+                                     # a learner version someone changed unless --force)
     python3 course.py ui      # the MLflow UI on the course's tracking store
     python3 course.py connect-server  # a Spark Connect server for thin clients (SPARK_REMOTE=sc://127.0.0.1:15002)
     python3 course.py site    # the course as a static site (README, executed lessons, docs/) in workspace/site/
@@ -127,7 +128,7 @@ def main(argv: list[str]) -> int:
         "test": ["-m", "pytest", "-n", "2"],  # notebooks in one worker, unit tests in the other (tests/nbval_config.py)
         "cluster": ["-m", "helpers.deployment"],
         "lab": ["-m", "jupyterlab", f"--notebook-dir={ROOT / 'notebooks'}"],
-        "labs": ["-m", "helpers.labs"],
+        "generate-labs": ["-m", "helpers.labs"],  # named far from `lab`: it writes notebooks/labs/
         "ui": ["-m", "helpers.cli", "ui"],
         "connect-server": ["-m", "helpers.cli", "connect-server"],
         "clean": ["-m", "helpers.cli", "clean"],
@@ -136,6 +137,11 @@ def main(argv: list[str]) -> int:
     }
     if not argv or argv[0] not in commands:
         print(__doc__)
+        if argv and argv[0] not in ("-h", "--help"):
+            import difflib
+
+            close = difflib.get_close_matches(argv[0], commands, n=1)
+            print(f"course.py: no command {argv[0]!r}" + (f"; did you mean `{close[0]}`?" if close else "."))
         return 0 if argv and argv[0] in ("-h", "--help") else 2
     python = environment_python()
     ensure_installed(python)

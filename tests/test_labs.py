@@ -36,14 +36,14 @@ def test_every_lesson_has_one_lab():
 
 
 def test_every_learner_version_is_generated_from_its_solutions_version():
-    assert not labs.stale_learner_versions(), "run `python3 course.py labs` and commit the learner versions"
+    assert not labs.stale_learner_versions(), "run `python3 course.py generate-labs` and commit the learner versions"
 
 
 def test_a_changed_solutions_version_makes_its_learner_version_stale(tmp_path, capsys, monkeypatch):
     solutions = tmp_path / LABS[0].name
     solutions.write_text(LABS[0].read_text())
     assert labs.stale_learner_versions(tmp_path) == [labs.learner_path(solutions)]  # none generated yet
-    assert labs.write_learner_versions(tmp_path) == [labs.learner_path(solutions)]
+    assert labs.write_learner_versions(tmp_path) == ([labs.learner_path(solutions)], [])
     assert labs.stale_learner_versions(tmp_path) == []
     notebook = nbformat.read(solutions, as_version=4)
     notebook.cells[-1].source += "\nOne more sentence."
@@ -51,7 +51,37 @@ def test_a_changed_solutions_version_makes_its_learner_version_stale(tmp_path, c
     assert labs.stale_learner_versions(tmp_path) == [labs.learner_path(solutions)]
     monkeypatch.setattr(labs, "LAB_DIR", tmp_path)
     assert labs.main(["--check"]) == 1
-    assert "is stale: run `python3 course.py labs`" in capsys.readouterr().out
+    assert "is stale: run `python3 course.py generate-labs`" in capsys.readouterr().out
+
+
+def test_generating_the_labs_never_replaces_a_learners_work(tmp_path, capsys, monkeypatch):
+    for solutions in LABS[:2]:
+        for path in (solutions, labs.learner_path(solutions)):
+            (tmp_path / path.name).write_text(path.read_text())
+    monkeypatch.setattr(labs, "LAB_DIR", tmp_path)
+    worked_on, only_run = (tmp_path / labs.learner_path(lab).name for lab in LABS[:2])
+    notebook = nbformat.read(worked_on, as_version=4)  # a learner fills in a task and runs it
+    task = next(cell for cell in notebook.cells if labs.CODE_PLACEHOLDER in cell.source)
+    task.source = task.source.replace(labs.CODE_PLACEHOLDER, "answer = 42  # my work")
+    task.execution_count, task.outputs = 3, [nbformat.v4.new_output("stream", text="42\n")]
+    nbformat.write(notebook, worked_on)
+    notebook = nbformat.read(only_run, as_version=4)  # another only runs the lab: nothing of theirs to keep
+    next(cell for cell in notebook.cells if cell.cell_type == "code").execution_count = 1
+    nbformat.write(notebook, only_run)
+    edited = worked_on.read_text()
+    for solutions in LABS[:2]:  # and a maintainer changes the solutions versions
+        notebook = nbformat.read(tmp_path / solutions.name, as_version=4)
+        notebook.cells[-1].source += "\nOne more sentence."
+        nbformat.write(notebook, tmp_path / solutions.name)
+
+    assert labs.main([]) == 1
+    assert worked_on.read_text() == edited  # the work is intact
+    printed = capsys.readouterr().out
+    assert f"Not replaced, because their cells were changed since they were generated (someone's work?): " \
+           f"{worked_on}" in printed and "generate-labs --force" in printed
+    assert "One more sentence." in only_run.read_text()
+    assert labs.main(["--force"]) == 0  # named explicitly, the maintainer's way to replace it
+    assert "One more sentence." in worked_on.read_text() and "my work" not in worked_on.read_text()
 
 
 def test_generating_replaces_each_solution_and_keeps_the_rest():
