@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+DATA_DIR = REPO_ROOT / "data"  # the course's data files (helpers.data writes them)
 DEFAULT_WORKSPACE = REPO_ROOT / "workspace"
 DELTA_JAR_MODES = ("auto", "spark", "maven")
 

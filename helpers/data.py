@@ -14,9 +14,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from helpers.config import settings
+from helpers.config import DATA_DIR, settings
 
-DATA_DIR = Path(__file__).resolve().parent.parent / "data"
 SEED = 42
 
 CUSTOMERS_FILE = "customers.csv"
@@ -257,7 +256,7 @@ def write_dataset(data_dir: Path = DATA_DIR, seed: int = SEED) -> list[Path]:
 def ensure_tables(spark, tables: tuple[str, ...] = ("retail_features",),
                   notebook: str = "00_setup_and_data.ipynb") -> None:
     """Makes sure the course's tables exist; when they are missing, runs the notebook that builds them."""
-    from helpers.runner import run_prerequisite
+    from helpers.execution import run_prerequisite
     from helpers.spark import register_workspace_tables
 
     missing = [table for table in tables if not spark.catalog.tableExists(table)]

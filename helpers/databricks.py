@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
-from helpers.config import REPO_ROOT
+from helpers.config import DATA_DIR, REPO_ROOT
 
 COMPUTE_KINDS = ("local", "dedicated", "standard", "serverless")
 VOLUME_VARIABLE = "COURSE_UC_VOLUME"
@@ -115,8 +115,6 @@ def use_course_volume(spark, widgets=None, env=None, data_dir: Path | None = Non
     copies the course's data files into the volume, and points the course's settings at it: COURSE_UC_VOLUME,
     COURSE_WORKSPACE (a folder of the volume) and MLFLOW_DFS_TMP (MLflow stages Spark ML models there; standard and
     serverless compute refuse any other place). Safe to call again: start_spark does, in every notebook."""
-    from helpers.data import DATA_DIR
-
     env = os.environ if env is None else env
     volume = course_volume(spark, widgets, env)
     spark.sql(f"CREATE SCHEMA IF NOT EXISTS `{volume.catalog}`.`{volume.schema}`")

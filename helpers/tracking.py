@@ -214,7 +214,7 @@ def ensure_runs(experiment_name: str, run_names: tuple[str, ...], notebook: str)
     """Makes sure finished runs of these names exist in the experiment; when some are missing, runs `notebook`."""
     import mlflow
 
-    from helpers.runner import run_prerequisite
+    from helpers.execution import run_prerequisite
 
     found = set()
     if mlflow.get_experiment_by_name(experiment_name) is not None:
@@ -230,7 +230,7 @@ def ensure_model_alias(name: str, alias: str, notebook: str) -> None:
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 
-    from helpers.runner import run_prerequisite
+    from helpers.execution import run_prerequisite
 
     try:
         MlflowClient().get_model_version_by_alias(name, alias)

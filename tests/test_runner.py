@@ -4,7 +4,7 @@ import nbformat
 import pytest
 from nbformat.v4 import new_code_cell, new_notebook
 
-from helpers import runner
+from helpers import execution, runner
 from helpers.runner import clean_for_commit, course_notebooks, main, parse_parameters
 
 
@@ -20,6 +20,7 @@ def notebooks(tmp_path, monkeypatch):
     folder = tmp_path / "notebooks"
     folder.mkdir()
     monkeypatch.setattr(runner, "NOTEBOOK_DIR", folder)
+    monkeypatch.setattr(execution, "NOTEBOOK_DIR", folder)  # where run_prerequisite finds them
     # these notebooks start no Spark: no shared driver (tests/test_shared_driver.py tests that one)
     monkeypatch.setattr(runner, "start_shared_driver", lambda: (None, None))
     return folder
@@ -94,7 +95,7 @@ def test_a_prerequisite_run_from_a_notebook_needs_no_runner_before_it(workspace,
     # A learner opens 04 first: it runs 02 itself, in a workspace where no runner has made executed/ yet.
     write_notebook(notebooks / "02_tuning.ipynb", "print('tuned')")
     assert not (workspace / "executed").exists()
-    runner.run_prerequisite("02_tuning.ipynb", "Runs of 02 are missing")
+    execution.run_prerequisite("02_tuning.ipynb", "Runs of 02 are missing")
     assert "tuned" in (workspace / "executed" / "02_tuning.ipynb").read_text()
 
 
@@ -124,9 +125,9 @@ def test_the_speed_report_does_not_count_a_prerequisite_in_the_floors_of_the_not
     monkeypatch.setattr(runner, "REFERENCE_FLOOR", floor)
     write_notebook(notebooks / "00_base.ipynb", "import time; time.sleep(3)")
     # 01 finds 00's results missing and runs it first, as a lesson or a lab does
-    write_notebook(notebooks / "01_needs.ipynb", f"from pathlib import Path\nfrom helpers import runner\n"
-                   f"runner.NOTEBOOK_DIR = Path({str(notebooks)!r})\n"
-                   "runner.run_prerequisite('00_base.ipynb', 'Table base is not in this workspace yet')")
+    write_notebook(notebooks / "01_needs.ipynb", f"from pathlib import Path\nfrom helpers import execution\n"
+                   f"execution.NOTEBOOK_DIR = Path({str(notebooks)!r})\n"
+                   "execution.run_prerequisite('00_base.ipynb', 'Table base is not in this workspace yet')")
     assert main(["--only", "01", "--profile"]) == 0
     out = capsys.readouterr().out
     floor_seconds = float(re.search(r"reference floor (\d+\.\d) s", out).group(1))

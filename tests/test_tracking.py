@@ -102,7 +102,7 @@ def test_a_name_prefix_keeps_learners_on_one_server_apart(workspace, monkeypatch
 
 
 def test_missing_runs_run_the_notebook_that_makes_them(workspace, monkeypatch, restore_mlflow_uri):
-    from helpers import runner
+    from helpers import execution
     from helpers.tracking import ensure_runs
 
     setup_mlflow(quiet=True)
@@ -110,7 +110,7 @@ def test_missing_runs_run_the_notebook_that_makes_them(workspace, monkeypatch, r
     with mlflow.start_run(run_name="present"):
         pass
     ran = []
-    monkeypatch.setattr(runner, "run_prerequisite", lambda notebook, reason: ran.append((notebook, reason)))
+    monkeypatch.setattr(execution, "run_prerequisite", lambda notebook, reason: ran.append((notebook, reason)))
     ensure_runs("prerequisites", ("present",), "02_x.ipynb")
     assert ran == []
     ensure_runs("prerequisites", ("present", "absent"), "02_x.ipynb")
