@@ -6,11 +6,14 @@ runs MLflow's same scoring app behind the request guard of `helpers.serving_app`
 stopped by `stop()`, by leaving a `with` block, when Python exits, and when start-up fails or is interrupted. If the
 process that started it is killed outright, Linux sends the server's first process a parent-death signal: that is
 uvicorn itself for the guarded server, and `mlflow models serve` passes the same signal on to its uvicorn.
+
+The signal is asked for by a tiny launcher that then execs the server, never by `preexec_fn`: Python code run between
+fork and exec in a process with threads (a Spark Connect kernel's gRPC threads) can break the child (grpc/grpc#43055:
+`epoll_wait error: Bad file descriptor`), and Python's documentation calls `preexec_fn` unsafe there.
 """
 from __future__ import annotations
 
 import atexit
-import ctypes
 import os
 import shlex
 import signal
@@ -38,12 +41,23 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def _die_with_parent() -> None:
-    """Runs in the child before exec: Linux sends it SIGTERM if the process that started it dies, even by SIGKILL."""
-    try:
-        ctypes.CDLL("libc.so.6").prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except OSError:
-        pass  # not Linux: stop() and atexit still apply
+# Run as `python -I -S -c DIE_WITH_PARENT <parent pid> <command ...>`: asks Linux for SIGTERM when the parent dies,
+# gives up if the parent is already gone, then becomes the command (the request survives exec).
+DIE_WITH_PARENT = """
+import ctypes, os, signal, sys
+try:
+    ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+except (OSError, AttributeError):
+    pass  # not Linux: stop() and atexit still apply
+if os.getppid() != int(sys.argv[1]):
+    sys.exit(1)  # the parent died before the request: nobody would stop this server
+os.execvpe(sys.argv[2], sys.argv[2:], os.environ)
+"""
+
+
+def dying_with_parent(command: list[str]) -> list[str]:
+    """`command`, run through the launcher that makes it die with this process."""
+    return [sys.executable, "-I", "-S", "-c", DIE_WITH_PARENT, str(os.getpid()), *command]
 
 
 class ModelServer:
@@ -82,8 +96,8 @@ class ModelServer:
         self.log.parent.mkdir(parents=True, exist_ok=True)
         self._launched = time.perf_counter()
         with open(self.log, "wb") as log:  # a new log per start: a port can be reused
-            self.process = subprocess.Popen(self.command, env=self.env, stdout=log, stderr=subprocess.STDOUT,
-                                            stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent,
+            self.process = subprocess.Popen(dying_with_parent(self.command), env=self.env, stdout=log,
+                                            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                             start_new_session=True)  # a kernel interrupt must not reach it
         _LIVE.add(self)
         return self
