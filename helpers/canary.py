@@ -125,15 +125,15 @@ def delta_coordinates(python: Path) -> list[str]:
 @dataclass
 class LessonResult:
     notebook: str
-    changed: list[int]
-    failed: dict[int, str]
+    changed: dict[int, tuple[str, str]]  # cell: its first differing line as committed, and as the canary printed it
+    failed: dict[int, str]  # cell: the error
 
     def describe(self) -> str:
         if not self.changed and not self.failed:
             return "passed"
-        parts = [f"outputs changed in cells {', '.join(map(str, self.changed))}"] if self.changed else []
-        parts += [f"cell {cell} failed: {error}" for cell, error in self.failed.items()]
-        return "; ".join(parts)
+        parts = [f"cell {cell} output changed: {committed!r} became {now!r}"
+                 for cell, (committed, now) in self.changed.items()]
+        return "; ".join(parts + [f"cell {cell} failed: {error}" for cell, error in self.failed.items()])
 
 
 def run_nbval(python: Path, workspace: Path, report: Path) -> list[LessonResult]:
@@ -152,7 +152,7 @@ def run_nbval(python: Path, workspace: Path, report: Path) -> list[LessonResult]
 def lesson_results(report: Path, notebooks: list[str]) -> list[LessonResult]:
     """Each notebook's cells whose outputs differ from the committed ones, and the cells that failed, from pytest's
     JUnit report of an nbval run."""
-    results = {name: LessonResult(name, [], {}) for name in notebooks}
+    results = {name: LessonResult(name, {}, {}) for name in notebooks}
     for case in ElementTree.parse(report).getroot().iter("testcase"):
         problem = case.find("failure") if case.find("failure") is not None else case.find("error")
         if problem is None:
@@ -162,7 +162,10 @@ def lesson_results(report: Path, notebooks: list[str]) -> list[LessonResult]:
         text = (problem.get("message") or "") + "\n" + (problem.text or "")
         text = re.sub(r"(\x1b|#x1B)\[[0-9;]*m", "", text)  # colours of the kernel's traceback (#x1B: as XML keeps them)
         if "Cell outputs differ" in text:
-            results[notebook].changed.append(cell)
+            # pytest's diff of `committed == now`: '+' lines are the committed output, '-' lines the new one
+            first = {sign: next((line.strip()[2:] for line in text.splitlines() if line.strip().startswith(sign + " ")),
+                                "") for sign in "+-"}
+            results[notebook].changed[cell] = (first["+"], first["-"])
         else:
             error = re.search(r"^(\w+(?:Error|Exception)\b.*)$", text, flags=re.M)
             results[notebook].failed[cell] = (error.group(1) if error else text.strip().splitlines()[-1])[:200]

@@ -54,9 +54,9 @@ def test_an_nbval_report_gives_each_notebooks_changed_and_failed_cells(tmp_path)
                     "-p", "no:cacheprovider", "-p", "no:xdist", "-o", "addopts=", f"--junitxml={report}",
                     f"--rootdir={tmp_path}"], cwd=tmp_path, env=env, capture_output=True, timeout=300)
     demo, fine = canary.lesson_results(report, ["00_demo.ipynb", "01_fine.ipynb"])
-    assert demo.changed == [1]
+    assert demo.changed == {1: ("3", "2")}  # the committed line, then what the run printed
     assert list(demo.failed) == [2] and demo.failed[2].startswith("ZeroDivisionError")
-    assert demo.describe() == f"outputs changed in cells 1; cell 2 failed: {demo.failed[2]}"
+    assert demo.describe() == f"cell 1 output changed: '3' became '2'; cell 2 failed: {demo.failed[2]}"
     assert fine.describe() == "passed"
 
 
