@@ -1,4 +1,5 @@
-"""pytest plugin for nbval: the notebooks run in one fresh course workspace, and stderr is never compared.
+"""pytest plugin for nbval: the notebooks run in one fresh course workspace, on one Spark driver that each notebook's
+kernel attaches to in turn (as `course.py run` runs them), and stderr is never compared.
 
 Spark, MLflow and Jupyter write warnings to stderr that vary between runs and machines; a lesson's meaning is in
 stdout and rich outputs, which stay compared in full (with the narrow sanitizer in nbval_sanitize.cfg).
@@ -19,6 +20,11 @@ KERNEL_VARIABLES = ("COURSE_WORKSPACE", "MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMEN
                     "COURSE_SPARK_MASTER", "DATABRICKS_RUNTIME_VERSION", "COURSE_SPARK_DRIVER")
 _kernel_environment: dict[str, str | None] = {}
 _made_workspace: list[str] = []  # the workspace this process made, deleted after a passing run
+# The runner's shared driver (helpers.spark.SharedDriver), started for the first notebook of a classic local run:
+# each notebook then pays no JVM start and warm-up, as in `course.py run`. Spark Connect runs (tests/test_connect.py)
+# and cluster runs (tests/test_cluster.py) start a driver per notebook, as Jupyter does; so do the notebooks of
+# tests/test_shared_driver.py, which test both ways.
+_shared: dict[str, object] = {}
 
 
 def pytest_configure(config):
@@ -35,7 +41,42 @@ def pytest_configure(config):
     _kernel_environment.update({name: os.environ.get(name) for name in KERNEL_VARIABLES})
 
 
+def shared_driver_wanted() -> bool:
+    from helpers.spark import SPARK_REMOTE
+
+    return not os.environ.get(SPARK_REMOTE) and not os.environ.get("COURSE_SPARK_MASTER") \
+        and os.environ.get("COURSE_NBVAL_SHARED_DRIVER", "1") != "0"
+
+
+def attach_next_notebook() -> None:
+    """Before a notebook's kernel starts: the previous notebook's SparkContext is stopped, and the kernel will find
+    the shared driver through the variable it inherits (started on first use; without one, notebooks start their
+    own, as they would in Jupyter)."""
+    from helpers.spark import SHARED_DRIVER, SharedDriver
+
+    driver = _shared.get("driver")
+    if "driver" not in _shared:
+        driver = _shared["driver"] = SharedDriver.start()
+    elif driver is not None and not driver.release():
+        driver = _shared["driver"] = None  # it stopped answering: the next notebooks start their own
+    if driver is not None:
+        os.environ[SHARED_DRIVER] = driver.address
+
+
+def close_shared_driver() -> None:
+    driver = _shared.pop("driver", None)
+    if driver is not None:
+        driver.close()
+
+
+@pytest.hookimpl(trylast=True)  # after pytest's own teardown, which shuts the notebook's kernel down
+def pytest_runtest_teardown(item, nextitem):
+    if type(item).__name__ == "IPyNbCell" and type(nextitem).__name__ != "IPyNbCell":
+        close_shared_driver()  # the last notebook of the unit is done: its JVM is not kept for the unit tests
+
+
 def pytest_sessionfinish(session, exitstatus):
+    close_shared_driver()
     # Kept after a failure, to read what the notebooks left behind; otherwise each run would leave one in /tmp.
     # (xdist's workers inherit the controller's variable, so only the process that made the folder deletes it.)
     if _made_workspace and exitstatus == 0:
@@ -103,3 +144,6 @@ def pytest_runtest_setup(item):
                 os.environ.pop(name, None)
             else:
                 os.environ[name] = value
+        if item.parent is not _shared.get("notebook") and shared_driver_wanted():
+            _shared["notebook"] = item.parent  # its first cell: the kernel starts after this hook
+            attach_next_notebook()
