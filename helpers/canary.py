@@ -78,7 +78,10 @@ def resolver_reason(stderr: str) -> str:
     text = " ".join(line.strip() for line in stderr.splitlines() if line.strip())
     match = re.search(r"(?:cause:|hint:)?\s*(Because .+?)(?:,? we can conclude that your requirements are "
                       r"unsatisfiable\.|$)", text)
-    return match.group(1).strip(" ,") if match else (text[-300:] or "the resolver gave no reason")
+    if not match:
+        return text[-300:] or "the resolver gave no reason"
+    reason, _, request = match.group(1).rpartition(" And because you require ")
+    return (reason if reason and "conclude" not in request else match.group(1)).strip(" ,")  # not the request itself
 
 
 def compile_lock(requirements: list[str], lock: Path, python_version: str) -> subprocess.CompletedProcess:
