@@ -21,6 +21,7 @@ import shutil
 import subprocess
 import sys
 import textwrap
+import urllib.error
 import urllib.request
 import venv
 import xml.etree.ElementTree as ElementTree
@@ -97,25 +98,29 @@ def locked_versions(lock: Path) -> dict[str, str]:
 
 
 def jars_served(coordinate: str) -> bool:
-    """Whether Maven Central serves this artifact's POM (group:artifact:version), as Spark's resolver would ask."""
+    """Whether Maven Central serves this artifact's POM (group:artifact:version), as Spark's resolver would ask.
+    Only a 404 means "not served": any other failure (a proxy, a certificate, a timeout) raises, with its reason."""
     group, artifact, version = coordinate.split(":")
     url = f"{MAVEN_CENTRAL}/{group.replace('.', '/')}/{artifact}/{version}/{artifact}-{version}.pom"
     try:
         with urllib.request.urlopen(urllib.request.Request(url, method="HEAD"), timeout=30) as reply:
             return reply.status == 200
-    except OSError:  # HTTPError 404 included
-        return False
+    except urllib.error.HTTPError as error:
+        if error.code == 404:
+            return False
+        raise RuntimeError(f"Maven Central answered {error.code} for {url}") from None
+    except OSError as error:
+        raise RuntimeError(f"Maven Central could not be asked for {url}: {error}") from None
 
 
 def build_environment(folder: Path, lock: Path) -> Path:
-    """A virtual environment in `folder` with `lock` and the course's helpers package, installed as course.py
-    installs the course (uv, else pip from the same lock)."""
+    """A new virtual environment in `folder` (nothing left from an earlier lock) with `lock` and the course's helpers
+    package, installed as course.py installs the course (uv, else pip from the same lock)."""
     sys.path.insert(0, str(REPO_ROOT))
     import course  # the install machinery of course.py, shared
 
+    venv.EnvBuilder(with_pip=True, clear=True).create(folder)
     python = folder / "bin" / "python"
-    if not python.exists():
-        venv.EnvBuilder(with_pip=True, clear=True).create(folder)
     course.install(python, lock)
     return python
 
@@ -144,11 +149,15 @@ def run_nbval(python: Path, workspace: Path, report: Path) -> list[LessonResult]
     from helpers.runner import course_notebooks
 
     shutil.rmtree(workspace, ignore_errors=True)
+    report.unlink(missing_ok=True)  # never an earlier run's results
     notebooks = [str(path.relative_to(REPO_ROOT)) for path in course_notebooks()]
     env = {name: value for name, value in os.environ.items() if not name.startswith(("MLFLOW_", "COURSE_"))}
     env.update(COURSE_WORKSPACE=str(workspace), PATH=f"{python.parent}{os.pathsep}{env.get('PATH', '')}")
-    subprocess.run([str(python), "-m", "pytest", *notebooks, "-q", "-p", "no:cacheprovider", "-n", "0",
-                    f"--junitxml={report}"], cwd=REPO_ROOT, env=env, capture_output=True, text=True)
+    done = subprocess.run([str(python), "-m", "pytest", *notebooks, "-q", "-p", "no:cacheprovider", "-n", "0",
+                           f"--junitxml={report}"], cwd=REPO_ROOT, env=env, capture_output=True, text=True)
+    if done.returncode not in (0, 1) or not report.exists():  # 1: some cells failed; anything else: pytest did
+        raise RuntimeError(f"nbval did not run in the canary environment (exit code {done.returncode}):\n"
+                           + (done.stdout + done.stderr)[-2000:])
     return lesson_results(report, [Path(n).name for n in notebooks])
 
 
@@ -176,6 +185,14 @@ def lesson_results(report: Path, notebooks: list[str]) -> list[LessonResult]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    try:
+        return canary(argv)
+    except RuntimeError as error:  # Maven Central or nbval could not be asked: the canary has no verdict
+        print(f"The canary could not finish: {error}")
+        return 2
+
+
+def canary(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="course.py canary", description=__doc__.split("\n\n")[0])
     parser.add_argument("--hold", action="append", default=[], metavar="PACKAGE",
                         help="keep this top-level package at its pin (repeatable)")
@@ -217,7 +234,7 @@ def main(argv: list[str] | None = None) -> int:
             elif key in COURSE_BOUNDS:
                 package.why_not_newest = f"held below it by the canary: {COURSE_BOUNDS[key][1]}"
             else:
-                others = [r for r in requirements if distribution(r) != key]
+                others = [r for p, r in zip(packages, requirements) if p is not package]
                 tried = compile_lock([*others, *excluded, f"{package.name}=={package.newest}"],
                                      CANARY_DIR / "why.lock", python_version)
                 package.why_not_newest = (resolver_reason(tried.stderr) if tried.returncode

@@ -19,7 +19,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from helpers.config import REPO_ROOT, display_path, settings
-from helpers.execution import NOTEBOOK_DIR, PREREQUISITE_LINE, Result, executed_folder, run_notebook
+from helpers import execution
+from helpers.execution import PREREQUISITE_LINE, Result, executed_folder, run_notebook
 
 if TYPE_CHECKING:
     from helpers.spark import SharedDriver
@@ -38,7 +39,7 @@ PAPERMILL_KEYS = ("papermill", "execution")
 
 def course_notebooks(only: list[str] | None = None, folder: Path | None = None) -> list[Path]:
     """The notebooks in course order (their number prefix), optionally those whose name starts with one of `only`."""
-    folder = folder or NOTEBOOK_DIR
+    folder = folder or execution.NOTEBOOK_DIR
     notebooks = sorted(p for p in folder.glob("[0-9][0-9]_*.ipynb"))
     if only:
         notebooks = [p for p in notebooks if any(p.name.startswith(prefix) for prefix in only)]
@@ -146,9 +147,10 @@ def prerequisite_seconds(executed: Path) -> tuple[str, float] | None:
     return None
 
 
-def print_profile(results: list[Result], floor: Result, folder: Path = NOTEBOOK_DIR) -> None:
+def print_profile(results: list[Result], floor: Result, folder: Path | None = None) -> None:
     """The speed report: seconds, reference floors and budget per notebook, and each one's slowest cells. A notebook
     that first ran a prerequisite is measured without it, and the row says so."""
+    folder = folder or execution.NOTEBOOK_DIR
     if floor.status != "passed":
         print(f"\nNo speed report: the reference floor did not run. {floor.error}")
         return
@@ -269,7 +271,7 @@ def main(argv: list[str] | None = None) -> int:
                          args.write_back, shared_driver=not (args.driver_per_notebook or remote))
     print_table(results)
     if args.profile:
-        print_profile(results, measure_floor(args.kernel), LAB_DIR if args.labs else NOTEBOOK_DIR)
+        print_profile(results, measure_floor(args.kernel), LAB_DIR if args.labs else execution.NOTEBOOK_DIR)
     failed = [r for r in results if r.status == "failed"]
     if failed:
         print(f"\n{failed[0].error}", file=sys.stderr)

@@ -23,7 +23,7 @@ _made_workspace: list[str] = []  # the workspace this process made, deleted afte
 # The runner's shared driver (helpers.spark.SharedDriver), started for the first notebook of a classic local run:
 # each notebook then pays no JVM start and warm-up, as in `course.py run`. Spark Connect runs (tests/test_connect.py)
 # and cluster runs (tests/test_cluster.py) start a driver per notebook, as Jupyter does; so do the notebooks of
-# tests/test_shared_driver.py, which test both ways.
+# tests/test_shared_driver.py, which test both ways. COURSE_NBVAL_SHARED_DRIVER=0 gives each notebook its own driver.
 _shared: dict[str, object] = {}
 
 
@@ -57,6 +57,8 @@ def attach_next_notebook() -> None:
     driver = _shared.get("driver")
     if "driver" not in _shared:
         driver = _shared["driver"] = SharedDriver.start()
+        if driver is None:
+            sys.stderr.write("nbval: the shared Spark driver did not start; each notebook starts its own (slower)\n")
     elif driver is not None and not driver.release():
         driver = _shared["driver"] = None  # it stopped answering: the next notebooks start their own
     if driver is not None:
@@ -64,9 +66,12 @@ def attach_next_notebook() -> None:
 
 
 def close_shared_driver() -> None:
+    from helpers.spark import SHARED_DRIVER
+
     driver = _shared.pop("driver", None)
     if driver is not None:
         driver.close()
+        os.environ.pop(SHARED_DRIVER, None)  # no later process may try to join a stopped driver
 
 
 @pytest.hookimpl(trylast=True)  # after pytest's own teardown, which shuts the notebook's kernel down

@@ -21,10 +21,15 @@ def import_graph() -> dict[str, set[str]]:
     graph = {}
     for name, path in modules.items():
         imported = set()
+        package = name if path.name == "__init__.py" else name.rpartition(".")[0]
         for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] == "helpers":
-                imported |= {f"{node.module}.{alias.name}" if f"{node.module}.{alias.name}" in modules
-                             else node.module for alias in node.names}
+            if isinstance(node, ast.ImportFrom):
+                base = package.rsplit(".", node.level - 1)[0] if node.level else ""  # `from . import x`, `from .. import`
+                module = ".".join(filter(None, (base, node.module)))
+                if module.split(".")[0] != "helpers":
+                    continue
+                imported |= {f"{module}.{alias.name}" if f"{module}.{alias.name}" in modules else module
+                             for alias in node.names}
             elif isinstance(node, ast.Import):
                 imported |= {alias.name for alias in node.names if alias.name.split(".")[0] == "helpers"}
         graph[name] = imported - {name}

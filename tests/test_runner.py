@@ -19,8 +19,7 @@ def write_notebook(path, *sources):
 def notebooks(tmp_path, monkeypatch):
     folder = tmp_path / "notebooks"
     folder.mkdir()
-    monkeypatch.setattr(runner, "NOTEBOOK_DIR", folder)
-    monkeypatch.setattr(execution, "NOTEBOOK_DIR", folder)  # where run_prerequisite finds them
+    monkeypatch.setattr(execution, "NOTEBOOK_DIR", folder)
     # these notebooks start no Spark: no shared driver (tests/test_shared_driver.py tests that one)
     monkeypatch.setattr(runner, "start_shared_driver", lambda: (None, None))
     return folder

@@ -391,3 +391,36 @@ def test_a_killed_python_process_takes_its_stock_server_with_it(store, tmp_path)
     process.kill()
     process.wait()
     assert not wait_until_gone(pids)
+
+
+def test_a_server_starts_through_the_launcher_and_no_python_runs_between_fork_and_exec(monkeypatch, tmp_path):
+    """The deterministic half of grpc/grpc#43055's guard (tests/test_connect.py starts servers from a live Connect
+    process): a preexec_fn would run Python in the forked child of a process with gRPC's threads."""
+    import subprocess
+
+    from helpers import serving
+
+    started = {}
+
+    class Recorder:
+        def __init__(self, command, **options):
+            started.update(command=command, options=options)
+
+    monkeypatch.setattr(subprocess, "Popen", Recorder)
+    serving.ModelServer("probe", ["uvicorn", "app"], {}, 1, tmp_path / "probe.log").launch()
+    assert started["options"].get("preexec_fn") is None
+    assert started["command"] == serving.dying_with_parent(["uvicorn", "app"])
+    serving._LIVE.clear()
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="parent-death signals are Linux-only")
+def test_the_launcher_runs_the_command_and_refuses_to_start_one_nobody_would_stop():
+    import subprocess
+
+    from helpers.serving import DIE_WITH_PARENT, dying_with_parent
+
+    ran = subprocess.run(dying_with_parent([sys.executable, "-c", "print('ran')"]), capture_output=True, text=True)
+    assert (ran.returncode, ran.stdout) == (0, "ran\n")
+    # As if the parent had died before the child asked for the signal: the child's parent is not the one named.
+    orphan = subprocess.run([sys.executable, "-I", "-S", "-c", DIE_WITH_PARENT, "1", "true"], capture_output=True)
+    assert orphan.returncode == 1

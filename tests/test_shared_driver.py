@@ -5,7 +5,7 @@ import socket
 import nbformat
 import pytest
 
-from helpers import runner
+from helpers import execution, runner
 from helpers.spark import SHARED_DRIVER
 from tests.sandbox import clean_env
 from tests.test_runner import write_notebook
@@ -54,7 +54,7 @@ def printed(executed, name):
 def notebooks(tmp_path, monkeypatch):
     folder = tmp_path / "notebooks"
     folder.mkdir()
-    monkeypatch.setattr(runner, "NOTEBOOK_DIR", folder)
+    monkeypatch.setattr(execution, "NOTEBOOK_DIR", folder)
     return folder
 
 
@@ -122,3 +122,41 @@ def test_a_process_of_another_workspace_never_joins_the_driver(workspace, tmp_pa
     assert jvm(result.stdout, "child") != jvm(result.stdout, "kernel"), result.stdout
     assert re.search(r"^child jvm \d+ partitions 4 views \[\] rows 0$", result.stdout, flags=re.M), result.stdout
     assert re.search(r"^kernel again jvm \d+ partitions 7 views \['left_behind'\] rows 5$", result.stdout, flags=re.M)
+
+
+# A notebook for nbval's own run: it writes the process id of the JVM its Spark runs in to the workspace.
+JVM_OF_NOTEBOOK = """# NBVAL_IGNORE_OUTPUT
+import os, pathlib
+from helpers.spark import start_spark
+spark = start_spark(quiet=True)
+pid = spark._jvm.java.lang.ProcessHandle.current().pid()
+pathlib.Path(os.environ["COURSE_WORKSPACE"], "jvm-{name}").write_text(str(pid))
+"""
+
+
+@pytest.mark.parametrize("shared", ["1", "0"])
+def test_nbvals_classic_run_attaches_its_notebooks_to_one_driver_and_stops_it(tmp_path, shared):
+    import os
+    import subprocess
+    import sys
+
+    import psutil
+
+    from helpers.config import REPO_ROOT
+
+    folder = tmp_path / "lessons"
+    folder.mkdir()
+    for name in ("00_a", "01_b"):
+        write_notebook(folder / f"{name}.ipynb", JVM_OF_NOTEBOOK.format(name=name))
+    workspace = tmp_path / "workspace"
+    env = clean_env(workspace, COURSE_NBVAL_SHARED_DRIVER=shared)
+    env.pop(SHARED_DRIVER, None)
+    done = subprocess.run([sys.executable, "-m", "pytest", str(folder / "00_a.ipynb"), str(folder / "01_b.ipynb"),
+                           "-q", "-p", "no:cacheprovider", "-n", "0", "-c", str(REPO_ROOT / "pyproject.toml"),
+                           "--rootdir", str(REPO_ROOT)], cwd=REPO_ROOT, env=env, capture_output=True,
+                          text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:]
+    first, second = (int((workspace / f"jvm-{name}").read_text()) for name in ("00_a", "01_b"))
+    assert (first == second) == (shared == "1")  # one JVM for both notebooks, or one each with the variable at 0
+    assert not any(psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+                   for pid in {first, second})  # and nothing left running after the notebooks
