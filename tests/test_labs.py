@@ -243,3 +243,14 @@ def test_the_runner_runs_each_solutions_version_then_its_learner_version_and_nev
     assert [p.name for p in labs.lab_notebooks(["01"])] == [p.name for p in order[2:4]]
     with pytest.raises(SystemExit):
         main(["--labs", "--write-back"])
+
+
+def test_a_count_may_be_any_kind_of_whole_number_but_not_a_bool():
+    """Lab checks accept a correct count however it was computed: `.count()` gives an int, pandas and NumPy give
+    numpy.int64 (lab 05's `most_copies` was refused as "not a count" when it came from pandas)."""
+    import numpy as np
+
+    from helpers.checks import is_count
+
+    assert all(is_count(value) for value in (1, np.int64(1), np.int32(7), np.uint8(0)))
+    assert not any(is_count(value) for value in (True, np.bool_(True), 1.0, np.float64(1.0), "1", None))

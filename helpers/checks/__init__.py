@@ -5,6 +5,7 @@ never raises, so a wrong answer never ends in a traceback. One module per lab (l
 from __future__ import annotations
 
 import functools
+import numbers
 from typing import Any, Callable
 
 PASSED, FAILED = "✓", "✗"
@@ -21,6 +22,12 @@ class Wrong(Exception):
 def expect(condition: Any, problem: str, hint: str) -> None:
     if not condition:
         raise Wrong(problem, hint)
+
+
+def is_count(value: Any) -> bool:
+    """A whole number, of any kind a correct answer may come as: Python's int, or NumPy's (a count Spark or pandas
+    gave), but not a bool."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool) and type(value).__name__ != "bool_"
 
 
 def task(number: int, hint: str) -> Callable:

@@ -1,7 +1,7 @@
 """Checks for lab 00: a Delta table of the learner's own, its history, time travel and RESTORE."""
 from __future__ import annotations
 
-from helpers.checks import Wrong, expect, task
+from helpers.checks import Wrong, expect, is_count, task
 
 TABLE = "loyalty_customers"
 COLUMNS = ["CustomerID", "cust_age", "num_invoices", "total_spend"]
@@ -48,7 +48,7 @@ def task1(spark) -> str:
 
 @task(2, hint="`before_delete` must be a DataFrame: spark.read.option(\"versionAsOf\", ...).table(\"loyalty_customers\")")
 def task2(spark, delete_version, before_delete) -> str:
-    expect(isinstance(delete_version, int) and not isinstance(delete_version, bool),
+    expect(is_count(delete_version),
            f"`delete_version` is {delete_version!r}, not a version number",
            "run the DELETE, then take the version of its row in DESCRIBE HISTORY (operation = 'DELETE')")
     operations = {row.version: row.operation for row in _history(spark)}
@@ -74,7 +74,7 @@ def task2(spark, delete_version, before_delete) -> str:
 
 @task(3, hint="after RESTORE TABLE, count spark.read.table(\"loyalty_customers\")")
 def task3(spark, restored_rows) -> str:
-    expect(isinstance(restored_rows, int) and not isinstance(restored_rows, bool),
+    expect(is_count(restored_rows),
            f"`restored_rows` is {restored_rows!r}, not a row count",
            "set it to spark.read.table(\"loyalty_customers\").count() after the RESTORE")
     history = _history(spark)

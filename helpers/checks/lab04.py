@@ -1,7 +1,7 @@
 """Checks for lab 04: two registered versions, their descriptions and tags, @champion with a @previous to roll back to."""
 from __future__ import annotations
 
-from helpers.checks import Wrong, expect, finished_run, pinned_requirements, task
+from helpers.checks import Wrong, expect, finished_run, is_count, pinned_requirements, task
 
 EXPERIMENT = "lab-04-registry"
 MODEL = "lab_04_age"
@@ -93,7 +93,7 @@ def _test_set(spark):
 
 def _numbers(value, variable: str, how: str) -> list[int]:
     expect(value is not None, f"`{variable}` is still None", how)
-    expect(isinstance(value, (list, tuple)) and all(isinstance(v, int) and not isinstance(v, bool) for v in value),
+    expect(isinstance(value, (list, tuple)) and all(is_count(v) for v in value),
            f"`{variable}` is {value!r}, not a list of version numbers (int)",
            "convert each found version with int(version.version)")
     expect(list(value) == sorted(value), f"`{variable}` is not sorted", "wrap the list in sorted(...)")
@@ -184,7 +184,7 @@ def task3(spend_version, habits_version, promoted) -> str:
            "\"champion\", <the version tagged passed>)")
     expect(promoted is not None, "`promoted` is still None",
            "promoted = int(client.get_model_version_by_alias(model_name, \"champion\").version)")
-    expect(isinstance(promoted, int) and not isinstance(promoted, bool), f"`promoted` is {promoted!r}, not a "
+    expect(is_count(promoted), f"`promoted` is {promoted!r}, not a "
            "version number (int)", "promoted = int(client.get_model_version_by_alias(model_name, \"champion\").version)")
     expect(promoted == winner, f"`promoted` is {promoted}, and @champion is version {winner}",
            "read it after moving @champion: client.get_model_version_by_alias(model_name, \"champion\")")

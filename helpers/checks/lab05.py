@@ -5,7 +5,7 @@ import contextlib
 import datetime as dt
 import io
 
-from helpers.checks import expect, logged_sklearn_model, task
+from helpers.checks import expect, is_count, logged_sklearn_model, task
 
 TABLE = "lab05_predictions"
 EXPERIMENT = "lab-05-batch"
@@ -156,7 +156,7 @@ def task3(spark, model_uri, most_copies) -> str:
     expect(len(writes) >= 2, f"`{TABLE}`'s history has {len(writes)} write(s) that replaced {DAY1}, not two",
            f"write with .mode(\"overwrite\").option(\"replaceWhere\", \"scoring_date = '{DAY1.isoformat()}'\") "
            "and call score_day(dt.date(2024, 12, 1)) twice")
-    expect(isinstance(most_copies, int) and not isinstance(most_copies, bool),
+    expect(is_count(most_copies),
            f"`most_copies` is {most_copies!r}, not a count",
            "group the table by CustomerID and scoring_date, count, and take the largest count: "
            ".agg(F.max(\"count\")).first()[0]")
