@@ -116,7 +116,8 @@ def jars_served(coordinate: str) -> bool:
 def build_environment(folder: Path, lock: Path) -> Path:
     """A new virtual environment in `folder` (nothing left from an earlier lock) with `lock` and the course's helpers
     package, installed as course.py installs the course (uv, else pip from the same lock)."""
-    sys.path.insert(0, str(REPO_ROOT))
+    if str(REPO_ROOT) not in sys.path:
+        sys.path.insert(0, str(REPO_ROOT))
     import course  # the install machinery of course.py, shared
 
     venv.EnvBuilder(with_pip=True, clear=True).create(folder)

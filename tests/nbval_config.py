@@ -22,8 +22,8 @@ _kernel_environment: dict[str, str | None] = {}
 _made_workspace: list[str] = []  # the workspace this process made, deleted after a passing run
 # The runner's shared driver (helpers.spark.SharedDriver), started for the first notebook of a classic local run:
 # each notebook then pays no JVM start and warm-up, as in `course.py run`. Spark Connect runs (tests/test_connect.py)
-# and cluster runs (tests/test_cluster.py) start a driver per notebook, as Jupyter does; so do the notebooks of
-# tests/test_shared_driver.py, which test both ways. COURSE_NBVAL_SHARED_DRIVER=0 gives each notebook its own driver.
+# and cluster runs (tests/test_cluster.py) start a driver per notebook, as Jupyter does, and so does every run with
+# COURSE_NBVAL_SHARED_DRIVER=0; tests/test_shared_driver.py runs nbval both ways.
 _shared: dict[str, object] = {}
 
 
