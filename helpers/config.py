@@ -5,6 +5,7 @@
 | COURSE_WORKSPACE | `workspace/` in the repository | where Delta tables, the MLflow store, artifacts and logs go |
 | COURSE_SPARK_MASTER | `local[2]` | the Spark master URL (for example `spark://host:7077`) |
 | MLFLOW_TRACKING_URI | SQLite store in the workspace | MLflow's own variable: a remote `mlflow server` wins when set |
+| MLFLOW_REGISTRY_URI | the tracking store; `databricks-uc` on Databricks | MLflow's own variable (the Databricks stand-in sets its Unity Catalog rules with it) |
 | COURSE_DELTA_JARS | `auto` | `spark`: Spark downloads the Delta jars; `maven`: Maven does; `auto`: Spark, then Maven on failure |
 | JAVA_HOME | found on the machine | the JDK Spark runs on (17 or 21; see helpers.java) |
 | DATABRICKS_RUNTIME_VERSION | unset | set by Databricks clusters: the helpers then use the cluster's Spark and MLflow |
@@ -33,6 +34,7 @@ class Settings:
     databricks_runtime: str | None
     uc_volume: str | None = None
     name_prefix: str = ""
+    registry_uri: str | None = None
 
     @property
     def on_databricks(self) -> bool:
@@ -64,6 +66,7 @@ def settings() -> Settings:
         databricks_runtime=env.get("DATABRICKS_RUNTIME_VERSION", "").strip() or None,
         uc_volume=env.get("COURSE_UC_VOLUME", "").strip() or None,
         name_prefix=env.get("COURSE_NAME_PREFIX", "").strip(),
+        registry_uri=env.get("MLFLOW_REGISTRY_URI", "").strip() or None,
     )
 
 

@@ -145,8 +145,10 @@ def setup_mlflow(quiet: bool = False) -> str:
     if uri.startswith(("http://", "https://")):
         check_tracking_server(uri)
     mlflow.set_tracking_uri(uri)
-    if settings().on_databricks:
-        mlflow.set_registry_uri("databricks-uc")  # registered models live in Unity Catalog (course_model_name)
+    config = settings()
+    if config.on_databricks:
+        # registered models live in Unity Catalog (course_model_name); the stand-in names its own registry
+        mlflow.set_registry_uri(config.registry_uri or "databricks-uc")
         # Databricks turns autologging on for every notebook; the lessons log explicitly, and show autologging
         # where they teach it, so extra automatic runs would contradict what they print.
         mlflow.autolog(disable=True)
