@@ -18,6 +18,7 @@ each other's tables.
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import os
 import re
 import shutil
@@ -36,6 +37,37 @@ VOLUME_VARIABLE = "COURSE_UC_VOLUME"
 CHOSEN_BY_COURSE = "COURSE_UC_VOLUME_FROM_WIDGETS"
 DEFAULT_VOLUME = "course"
 WIDGETS = ("catalog", "schema", "volume")
+SHARED_SCHEMA = "default"  # where Unity Catalog lets every user of the workspace catalog create tables and models
+# How Unity Catalog refuses a statement the user has no privilege for (error classes and their messages)
+PERMISSION_DENIED = re.compile(r"INSUFFICIENT_PERMISSIONS|PERMISSION_DENIED|does not have (?:the )?\w+ (?:SCHEMA|privilege)",
+                               re.IGNORECASE)
+OLDEST_RUNTIME = (17, 3)  # Spark 4.0; the stand-in of the oldest supported runtime runs it (python3 course.py standin)
+OLDEST_SERVERLESS = 4  # environment 4 (Databricks Connect 17) is the first with pyspark.ml and mlflow.spark
+
+
+class SetupError(RuntimeError):
+    """What the course cannot do on this compute or in this workspace, in one sentence that says what to do."""
+
+
+def check_compute(env=None) -> None:
+    """Refuses compute the course cannot run on: serverless environments before 4, runtimes before 17.3 LTS."""
+    env = os.environ if env is None else env
+    runtime = env.get("DATABRICKS_RUNTIME_VERSION", "").strip()
+    if compute_kind(env) == "serverless":
+        found = re.match(r"client\.(\d+)", runtime)
+        if found and int(found.group(1)) < OLDEST_SERVERLESS:
+            raise SetupError(f"This notebook runs on serverless environment version {found.group(1)}, which has no "
+                             f"Spark ML (pyspark.ml): in the notebook's Environment panel pick version "
+                             f"{OLDEST_SERVERLESS} or later, apply it, and run the notebook again.")
+    else:
+        found = re.match(r"(\d+)\.(\d+)", runtime)
+        if found and (int(found.group(1)), int(found.group(2))) < OLDEST_RUNTIME:
+            raise SetupError(f"This cluster runs Databricks Runtime {runtime}; the course needs "
+                             f"{'.'.join(map(str, OLDEST_RUNTIME))} LTS or later (Spark 4): attach the notebook to such "
+                             "a cluster, or to serverless compute.")
+    if importlib.util.find_spec("pyspark.ml") is None:
+        raise SetupError("This compute has no Spark ML (pyspark.ml): use serverless environment version 4 or later, "
+                         "or a cluster on Databricks Runtime 17.3 LTS or later.")
 
 
 def compute_kind(env=None) -> str:
@@ -116,8 +148,7 @@ def use_course_volume(spark, widgets=None, env=None, data_dir: Path | None = Non
     COURSE_WORKSPACE (a folder of the volume) and MLFLOW_DFS_TMP (MLflow stages Spark ML models there; standard and
     serverless compute refuse any other place). Safe to call again: start_spark does, in every notebook."""
     env = os.environ if env is None else env
-    volume = course_volume(spark, widgets, env)
-    spark.sql(f"CREATE SCHEMA IF NOT EXISTS `{volume.catalog}`.`{volume.schema}`")
+    volume = writable_schema(spark, course_volume(spark, widgets, env), env)
     spark.sql(f"CREATE VOLUME IF NOT EXISTS `{volume.catalog}`.`{volume.schema}`.`{volume.name}`")
     spark.sql(f"USE CATALOG `{volume.catalog}`")
     spark.sql(f"USE SCHEMA `{volume.schema}`")
@@ -128,6 +159,32 @@ def use_course_volume(spark, widgets=None, env=None, data_dir: Path | None = Non
     env["MLFLOW_DFS_TMP"] = f"{volume.path}/mlflow-tmp"
     copy_data_files(Path(data_dir or DATA_DIR), Path(volume.path) / "data")
     return volume
+
+
+def writable_schema(spark, volume: Volume, env) -> Volume:
+    """The volume in a schema the learner may write: the one asked for, created if missing; when Unity Catalog
+    refuses to create the learner's default schema (most users of a workspace catalog may not), the catalog's
+    `default` schema, with a volume and model names of the learner's own (COURSE_NAME_PREFIX)."""
+    if volume.catalog.lower() == "hive_metastore":
+        raise SetupError("The catalog is hive_metastore, which has no volumes and no Unity Catalog models: type a "
+                         "Unity Catalog catalog (for example `workspace` or `main`) in the `catalog` widget, or set "
+                         f"{VOLUME_VARIABLE}, and run the cell again.")
+    try:
+        spark.sql(f"CREATE SCHEMA IF NOT EXISTS `{volume.catalog}`.`{volume.schema}`")
+        return volume
+    except Exception as error:  # pyspark's AnalysisException, or Spark Connect's
+        if not PERMISSION_DENIED.search(str(error)):
+            raise
+    if spark.sql(f"SHOW SCHEMAS IN `{volume.catalog}` LIKE '{volume.schema}'").first() is not None:
+        return volume  # it exists, and may be writable for this learner
+    learner_default = default_schema(spark.sql("SELECT current_user()").first()[0])
+    if volume.schema != learner_default:
+        raise SetupError(f"You may not create the schema {volume.schema_name}: type a schema you may write in the "
+                         f"`schema` widget, or clear it to use the catalog's `{SHARED_SCHEMA}` schema.")
+    learner = learner_default.removeprefix("mlflow_course_")
+    if not env.get("COURSE_NAME_PREFIX", "").strip():
+        env["COURSE_NAME_PREFIX"] = f"{learner}_"
+    return Volume(volume.catalog, SHARED_SCHEMA, learner_default)
 
 
 def copy_data_files(source: Path, target: Path) -> list[str]:
@@ -183,6 +240,7 @@ def prepare_databricks(spark=None, dbutils=None, env=None, install=None) -> None
     kind = compute_kind(env)
     if kind == "local":
         return
+    check_compute(env)
     if spark is None:
         from pyspark.sql import SparkSession
         spark = SparkSession.builder.getOrCreate()
@@ -193,13 +251,21 @@ def prepare_databricks(spark=None, dbutils=None, env=None, install=None) -> None
             widgets.text(widget, default)  # keeps a value the learner has typed
     volume = use_course_volume(spark, widgets, env)
     done = f"Databricks {kind} compute: tables and models in {volume.schema_name}, files in {volume.path}"
+    if volume.schema == SHARED_SCHEMA:
+        done += (f" (you may not create a schema here, so your models start with {env['COURSE_NAME_PREFIX']}; "
+                 f"the tables are shared with everyone who uses {volume.schema_name})")
     installed, pinned = installed_mlflow(), pinned_mlflow()
     if installed != "none" and not older(installed, pinned):
         print(f"{done}; MLflow {installed}.")
         return
     over = f"over the runtime's {installed}" if installed != "none" else "(the runtime has none)"
     print(f"{done}; installing MLflow {pinned} {over}, then restarting Python.", flush=True)
-    (install or _pip_install)(f"mlflow=={pinned}")
+    try:
+        (install or _pip_install)(f"mlflow=={pinned}")
+    except Exception as error:  # pip's own failure: no route to PyPI, a proxy, a full disk
+        raise SetupError(f"MLflow {pinned} could not be installed ({str(error).strip()[-200:]}): add "
+                         f"`mlflow=={pinned}` to the notebook's Environment panel (serverless) or to the cluster's "
+                         "libraries, and run the notebook again.") from None
     if dbutils is not None:
         dbutils.library.restartPython()  # the process ends here; the next cell runs with the new MLflow
 
@@ -212,9 +278,12 @@ def _pip_install(requirement: str) -> None:
     except ImportError:
         shell = None
     if shell is not None:
-        shell.run_line_magic("pip", f"install --quiet {requirement}")
+        shell.run_line_magic("pip", f"install --quiet {requirement}")  # prints pip's error, raises none
     else:
         subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", requirement], check=True)
+    wanted = requirement.partition("==")[2]
+    if older(installed_mlflow().replace("none", "0"), wanted):
+        raise RuntimeError(f"pip left MLflow {installed_mlflow()}; its message is above")
 
 
 def cached(df):

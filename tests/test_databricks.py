@@ -7,10 +7,10 @@ import pytest
 
 from helpers import databricks
 from helpers.config import settings
-from helpers.databricks import (Volume, compute_kind, copy_data_files, course_volume, default_schema, parse_volume,
-                                prepare_databricks, use_course_volume)
+from helpers.databricks import (SetupError, Volume, check_compute, compute_kind, copy_data_files, course_volume,
+                                default_schema, parse_volume, prepare_databricks, use_course_volume)
 
-CLASSIC = {"DATABRICKS_RUNTIME_VERSION": "16.4"}
+CLASSIC = {"DATABRICKS_RUNTIME_VERSION": "17.3"}
 STANDARD = {"DATABRICKS_RUNTIME_VERSION": "17.3", "SPARK_CONNECT_MODE_ENABLED": "1"}
 SERVERLESS = {"DATABRICKS_RUNTIME_VERSION": "client.4.9", "SPARK_CONNECT_MODE_ENABLED": "1"}
 
@@ -20,14 +20,25 @@ ALICES = default_schema(ALICE)
 
 
 class FakeSpark:
-    """Records the SQL it is asked; it answers the one query for the current catalog and user."""
+    """Records the SQL it is asked; it answers the queries for the current catalog and user, and refuses CREATE
+    SCHEMA as Unity Catalog does for a user without the privilege when `may_create_schema` is False."""
 
-    def __init__(self, user=ALICE, catalog="main"):
+    def __init__(self, user=ALICE, catalog="main", may_create_schema=True, schemas=()):
         self.user, self.catalog, self.statements = user, catalog, []
+        self.may_create_schema, self.schemas = may_create_schema, set(schemas)
 
     def sql(self, statement):
         self.statements.append(statement)
-        row = [self.catalog, self.user] if "current_catalog()" in statement else None
+        if statement.startswith("CREATE SCHEMA") and not self.may_create_schema:
+            raise RuntimeError(f"[INSUFFICIENT_PERMISSIONS] Insufficient privileges: User does not have CREATE SCHEMA "
+                               f"on Catalog '{self.catalog}'. SQLSTATE: 42501")
+        row = None
+        if "current_catalog()" in statement:
+            row = [self.catalog, self.user]
+        elif "current_user()" in statement:
+            row = [self.user]
+        elif statement.startswith("SHOW SCHEMAS"):
+            row = next(([name] for name in self.schemas if f"LIKE '{name}'" in statement), None)
 
         class Result:
             def first(self):
@@ -216,3 +227,61 @@ def test_a_runtime_with_only_mlflow_skinny_or_none_gets_the_course_mlflow(monkey
         prepare_databricks(FakeSpark(), FakeDbutils(), dict(CLASSIC), install=installs.append)
         assert installs == [f"mlflow=={databricks.pinned_mlflow()}"]
         assert said in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("env, refusal", [
+    ({"DATABRICKS_RUNTIME_VERSION": "client.3.2", "SPARK_CONNECT_MODE_ENABLED": "1"}, "serverless environment version 3"),
+    ({"DATABRICKS_RUNTIME_VERSION": "16.4"}, "Databricks Runtime 16.4; the course needs 17.3 LTS or later"),
+    ({"DATABRICKS_RUNTIME_VERSION": "15.4", "SPARK_CONNECT_MODE_ENABLED": "1"}, "Runtime 15.4"),
+])
+def test_compute_the_course_cannot_run_on_is_refused_in_one_sentence(env, refusal):
+    with pytest.raises(SetupError, match=refusal) as refused:
+        prepare_databricks(FakeSpark(), FakeDbutils(), dict(env), install=lambda requirement: None)
+    assert str(refused.value).count(". ") == 0 and str(refused.value).endswith(".")
+    for supported in (CLASSIC, STANDARD, SERVERLESS, {"DATABRICKS_RUNTIME_VERSION": "18.0"},
+                      {"DATABRICKS_RUNTIME_VERSION": "client.5.1"}):
+        check_compute(supported)
+
+
+def test_hive_metastore_is_refused_before_anything_is_created():
+    spark = FakeSpark(catalog="hive_metastore")
+    with pytest.raises(SetupError, match="hive_metastore, which has no volumes"):
+        use_course_volume(spark, None, dict(SERVERLESS))
+    assert not [statement for statement in spark.statements if statement.startswith("CREATE")]
+
+
+def test_a_learner_who_may_not_create_a_schema_gets_the_catalogs_default_schema(monkeypatch, capsys):
+    monkeypatch.setattr(databricks, "copy_data_files", lambda source, target: [])
+    monkeypatch.setattr(databricks, "version", lambda package: databricks.pinned_mlflow())
+    env = dict(SERVERLESS)
+    spark = FakeSpark(catalog="workspace", may_create_schema=False)
+    prepare_databricks(spark, FakeDbutils(), env)
+    learner = ALICES.removeprefix("mlflow_course_")
+    assert env["COURSE_UC_VOLUME"] == f"workspace.default.{ALICES}"  # a volume of the learner's own
+    assert env["COURSE_NAME_PREFIX"] == f"{learner}_"  # models of the learner's own (course_model_name)
+    assert f"CREATE VOLUME IF NOT EXISTS `workspace`.`default`.`{ALICES}`" in spark.statements
+    assert settings().name_prefix == "" and "USE SCHEMA `default`" in spark.statements
+    assert f"tables and models in workspace.default, files in /Volumes/workspace/default/{ALICES} (you may not " \
+           f"create a schema here, so your models start with {learner}_;" in capsys.readouterr().out
+
+
+def test_a_schema_the_learner_named_but_may_not_create_is_refused_or_used_if_it_exists(monkeypatch):
+    monkeypatch.setattr(databricks, "copy_data_files", lambda source, target: [])
+    with pytest.raises(SetupError, match="may not create the schema main.team_a: type a schema you may write"):
+        use_course_volume(FakeSpark(may_create_schema=False), FakeWidgets(schema="team_a"), dict(STANDARD))
+    env = dict(STANDARD)
+    existing = FakeSpark(may_create_schema=False, schemas=["team_a"])
+    assert str(use_course_volume(existing, FakeWidgets(schema="team_a"), env)) == "main.team_a.course"
+    assert "COURSE_NAME_PREFIX" not in env
+
+
+def test_an_mlflow_that_cannot_be_installed_is_one_sentence(monkeypatch, capsys):
+    monkeypatch.setattr(databricks, "copy_data_files", lambda source, target: [])
+    monkeypatch.setattr(databricks, "version", lambda package: "3.0.1")
+
+    def no_route(requirement):
+        raise RuntimeError("pip left MLflow 3.0.1; its message is above")
+    dbutils = FakeDbutils()
+    with pytest.raises(SetupError, match=r"could not be installed \(pip left MLflow 3.0.1.*Environment panel"):
+        prepare_databricks(FakeSpark(), dbutils, dict(SERVERLESS), install=no_route)
+    assert dbutils.restarts == 0

@@ -83,3 +83,14 @@ def test_the_ci_example_runs_commands_that_exist():
         program = command.split()[0]
         assert program == "python3" and command.split()[1] == "course.py" or \
             program.startswith(".venv/bin/") and program.removeprefix(".venv/bin/") in scripts, command
+
+
+def test_the_project_asks_databricks_for_the_course_mlflow_only():
+    """Serverless Git folders install pyproject.toml's dependencies over the runtime: pyspark there would replace
+    Databricks Connect. The MLflow pin is the one the course is tested with (requirements.txt)."""
+    import tomllib
+
+    from helpers.databricks import pinned_mlflow
+
+    project = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]
+    assert project["dependencies"] == [f"mlflow=={pinned_mlflow()}"]
