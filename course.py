@@ -9,6 +9,7 @@ it creates .venv/ and installs the course on first use.
     python3 course.py generate-labs  # write the labs' learner versions from their solutions (maintainers; keeps
                                      # a learner version someone changed unless --force)
     python3 course.py canary  # the course on the newest releases that resolve together, in .canary/ (maintainers)
+    python3 course.py standin serverless  # the course's Databricks branches in a local stand-in of a workspace
     python3 course.py ui      # the MLflow UI on the course's tracking store
     python3 course.py connect-server  # a Spark Connect server for thin clients (SPARK_REMOTE=sc://127.0.0.1:15002)
     python3 course.py site    # the course as a static site (README, executed lessons, docs/) in workspace/site/
@@ -131,6 +132,7 @@ def main(argv: list[str]) -> int:
         "lab": ["-m", "jupyterlab", f"--notebook-dir={ROOT / 'notebooks'}"],
         "generate-labs": ["-m", "helpers.labs"],  # named far from `lab`: it writes notebooks/labs/
         "canary": ["-m", "helpers.canary"],
+        "standin": ["-m", "helpers.standin.workspace"],
         "ui": ["-m", "helpers.cli", "ui"],
         "connect-server": ["-m", "helpers.cli", "connect-server"],
         "clean": ["-m", "helpers.cli", "clean"],

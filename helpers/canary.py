@@ -113,14 +113,19 @@ def jars_served(coordinate: str) -> bool:
         raise RuntimeError(f"Maven Central could not be asked for {url}: {error}") from None
 
 
-def build_environment(folder: Path, lock: Path) -> Path:
+def build_environment(folder: Path, lock: Path, interpreter: str | None = None) -> Path:
     """A new virtual environment in `folder` (nothing left from an earlier lock) with `lock` and the course's helpers
-    package, installed as course.py installs the course (uv, else pip from the same lock)."""
+    package, installed as course.py installs the course (uv, else pip from the same lock). `interpreter` is another
+    Python to build it from (the Databricks stand-ins use 3.12, as the runtimes do); by default this one."""
     if str(REPO_ROOT) not in sys.path:
         sys.path.insert(0, str(REPO_ROOT))
     import course  # the install machinery of course.py, shared
 
-    venv.EnvBuilder(with_pip=True, clear=True).create(folder)
+    if interpreter:
+        shutil.rmtree(folder, ignore_errors=True)
+        subprocess.run([interpreter, "-m", "venv", str(folder)], check=True)
+    else:
+        venv.EnvBuilder(with_pip=True, clear=True).create(folder)
     python = folder / "bin" / "python"
     course.install(python, lock)
     return python

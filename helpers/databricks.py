@@ -150,7 +150,7 @@ def use_course_volume(spark, widgets=None, env=None, data_dir: Path | None = Non
     env = os.environ if env is None else env
     volume = writable_schema(spark, course_volume(spark, widgets, env), env)
     spark.sql(f"CREATE VOLUME IF NOT EXISTS `{volume.catalog}`.`{volume.schema}`.`{volume.name}`")
-    spark.sql(f"USE CATALOG `{volume.catalog}`")
+    spark.sql(f"SET CATALOG `{volume.catalog}`")  # Databricks: { USE | SET } CATALOG; Spark: SET only
     spark.sql(f"USE SCHEMA `{volume.schema}`")
     if env.get(VOLUME_VARIABLE, "").strip() != str(volume) or env.get(CHOSEN_BY_COURSE):
         env[CHOSEN_BY_COURSE] = "1"  # not the learner's own setting: widgets may change it

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import re
 import shutil
@@ -381,6 +382,40 @@ def check_master(master: str, timeout: float = 5) -> None:
                               "`python3 course.py cluster --up`) or fix COURSE_SPARK_MASTER.") from None
 
 
+def keep_connect_session_in_ml_threads() -> None:
+    """pyspark 4.0's CrossValidator and TrainValidationSplit fit models in threads that have no active Spark Connect
+    session, so a tree ensemble's model fails there with a bare AssertionError (in `try_remote_call`). pyspark 4.1
+    makes each such thread adopt the validator's session; this does the same on 4.0 (Databricks Runtime 17.3 LTS and
+    serverless environment 4 are Spark 4.0). Nothing changes for classic sessions or later pyspark."""
+    import pyspark
+    import pyspark.ml.tuning as tuning
+    from packaging.version import Version
+
+    if Version(pyspark.__version__).release >= (4, 1) or getattr(tuning.inheritable_thread_target, "course", False):
+        return
+    original = tuning.inheritable_thread_target
+
+    def inheritable_thread_target(f=None):
+        from pyspark.sql import is_remote
+
+        outer = original(f)
+        if not is_remote():
+            return outer
+
+        def adopting(task):
+            inner = outer(task)
+
+            @functools.wraps(task)
+            def run(*args, **kwargs):
+                type(f)._set_default_and_active_session(f)  # what pyspark 4.1 does in each thread
+                return inner(*args, **kwargs)
+            return run
+        return adopting
+
+    inheritable_thread_target.course = True
+    tuning.inheritable_thread_target = inheritable_thread_target
+
+
 def start_spark(quiet: bool = False):
     """The course's SparkSession: Delta Lake configured, Python workers on this interpreter, JVM logs in a file.
 
@@ -390,6 +425,7 @@ def start_spark(quiet: bool = False):
     """
     from pyspark.sql import SparkSession
 
+    keep_connect_session_in_ml_threads()
     config = settings()
     if config.on_databricks:
         from helpers.databricks import compute_kind, notebook_dbutils, use_course_volume

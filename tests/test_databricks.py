@@ -105,7 +105,7 @@ def test_the_course_volume_is_created_used_and_becomes_the_course_workspace(monk
     volume = use_course_volume(spark, FakeWidgets(catalog="training"), env)
     assert spark.statements[1:] == [f"CREATE SCHEMA IF NOT EXISTS `training`.`{ALICES}`",
                                     f"CREATE VOLUME IF NOT EXISTS `training`.`{ALICES}`.`course`",
-                                    "USE CATALOG `training`", f"USE SCHEMA `{ALICES}`"]
+                                    "SET CATALOG `training`", f"USE SCHEMA `{ALICES}`"]
     path = f"/Volumes/training/{ALICES}/course"
     assert env["COURSE_WORKSPACE"] == f"{path}/workspace"  # checkpoints (05) and the course's files go there
     assert env["MLFLOW_DFS_TMP"] == f"{path}/mlflow-tmp"  # MLflow refuses other places on standard and serverless
@@ -115,7 +115,7 @@ def test_the_course_volume_is_created_used_and_becomes_the_course_workspace(monk
     use_course_volume(again, None, env)  # the next cell, or a helper: the same place, without asking Spark
     assert again.statements == [f"CREATE SCHEMA IF NOT EXISTS `training`.`{ALICES}`",
                                 f"CREATE VOLUME IF NOT EXISTS `training`.`{ALICES}`.`course`",
-                                "USE CATALOG `training`", f"USE SCHEMA `{ALICES}`"]
+                                "SET CATALOG `training`", f"USE SCHEMA `{ALICES}`"]
     changed = use_course_volume(FakeSpark(), FakeWidgets(catalog="training", schema="team_a", volume="files"), env)
     assert str(changed) == env["COURSE_UC_VOLUME"] == "training.team_a.files"  # the learner changed the widgets
     learners_own = {**STANDARD, "COURSE_UC_VOLUME": "ml.team.data"}  # a cluster's variable, set by the learner

@@ -1,5 +1,5 @@
 """The notebooks' Databricks branches against Unity Catalog's registry rules, as MLflow's own UC client code applies
-them (helpers/standin.py): the cells are run as they are written, on a stand-in registry with the lessons' models."""
+them (helpers/standin/registry.py): the cells are run as they are written, on a stand-in registry with the lessons' models."""
 from __future__ import annotations
 
 import contextlib
@@ -15,7 +15,7 @@ from mlflow.exceptions import MlflowException
 from sklearn.linear_model import LinearRegression
 
 from helpers.config import REPO_ROOT
-from helpers.standin import registry_uri
+from helpers.standin.registry import registry_uri
 
 NOTEBOOKS = REPO_ROOT / "notebooks"
 SCHEMA = "workspace.mlflow_course_learner_1a2b"

@@ -159,3 +159,4 @@ def uc_model_version(version: ModelVersion, details: bool = False) -> UcModelVer
         proto.aliases.extend(UcAlias(alias=alias, version=str(version.version)) for alias in version.aliases)
         proto.tags.extend(UcVersionTag(key=key, value=value) for key, value in version.tags.items())
     return proto
+

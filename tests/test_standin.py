@@ -1,0 +1,46 @@
+"""The course on the Spark of Databricks' oldest supported runtime (17.3 LTS, serverless environment 4: Spark 4.0),
+in the stand-in environment built from databricks/runtimes/spark-4.0.lock."""
+import subprocess
+
+import pytest
+
+from helpers.config import REPO_ROOT
+from helpers.standin.workspace import runtime_environment
+
+pytestmark = pytest.mark.slow
+
+TREES_IN_A_VALIDATOR = """
+import os, sys
+os.environ["PYSPARK_PYTHON"] = sys.executable
+from pyspark.sql import SparkSession
+from pyspark.ml import Pipeline
+from pyspark.ml.evaluation import RegressionEvaluator
+from pyspark.ml.feature import VectorAssembler
+from pyspark.ml.regression import GBTRegressor
+from pyspark.ml.tuning import CrossValidator, ParamGridBuilder
+from helpers.spark import keep_connect_session_in_ml_threads
+
+spark = SparkSession.builder.remote("local[2]").getOrCreate()
+rows = spark.createDataFrame([(float(i), float(i % 7), float(2 * i + i % 3)) for i in range(120)], ["a", "b", "y"])
+gbt = GBTRegressor(labelCol="y", maxIter=2)
+validator = CrossValidator(estimator=Pipeline(stages=[VectorAssembler(inputCols=["a", "b"], outputCol="features"), gbt]),
+                           estimatorParamMaps=ParamGridBuilder().addGrid(gbt.maxDepth, [2, 3]).build(),
+                           evaluator=RegressionEvaluator(labelCol="y"), numFolds=2, parallelism=2)
+try:
+    validator.fit(rows)
+    print("without the fix: fitted")
+except AssertionError:
+    print("without the fix: AssertionError")
+keep_connect_session_in_ml_threads()
+print(f"with the fix: {len(validator.fit(rows).avgMetrics)} settings compared")
+"""
+
+
+def test_a_tree_ensemble_in_a_parallel_validator_fits_over_spark_connect_on_spark_4_0():
+    """Notebook 02's gradient-boosted trees cell, reduced: pyspark 4.0 loses the Connect session in the validator's
+    threads (fixed in 4.1); start_spark applies 4.1's fix."""
+    python = runtime_environment("spark-4.0")
+    done = subprocess.run([str(python), "-c", TREES_IN_A_VALIDATOR], capture_output=True, text=True,
+                          cwd=REPO_ROOT, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.splitlines() == ["without the fix: AssertionError", "with the fix: 2 settings compared"]
