@@ -285,3 +285,40 @@ def test_an_mlflow_that_cannot_be_installed_is_one_sentence(monkeypatch, capsys)
     with pytest.raises(SetupError, match=r"could not be installed \(pip left MLflow 3.0.1.*Environment panel"):
         prepare_databricks(FakeSpark(), dbutils, dict(SERVERLESS), install=no_route)
     assert dbutils.restarts == 0
+
+
+def test_the_bundle_runs_every_lesson_and_lab_in_order_on_serverless_and_on_17_3_lts():
+    """databricks.yml, the acceptance run for a real workspace: one job per target, every lesson then its lab's
+    solutions, each task after the one before, with the set-up cell's widgets as parameters."""
+    import importlib.util
+
+    import yaml
+
+    from helpers.config import REPO_ROOT
+    from helpers.labs import solutions_notebooks
+    from helpers.runner import course_notebooks
+
+    spec = importlib.util.spec_from_file_location("bundle", REPO_ROOT / "databricks" / "bundle.py")
+    bundle = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bundle)
+    text = (REPO_ROOT / "databricks.yml").read_text()
+    assert text == bundle.bundle(), "databricks.yml is out of date: run `python3 databricks/bundle.py`"
+    expected = [f"./notebooks/{path.name}" for path in course_notebooks()]
+    for solutions in solutions_notebooks():
+        lesson = expected.index(next(p for p in expected if p.startswith(f"./notebooks/{solutions.name[:2]}_")))
+        expected.insert(lesson + 1, f"./notebooks/labs/{solutions.name}")
+    assert len(expected) == 20
+    targets = yaml.safe_load(text)["targets"]
+    assert set(targets) == {"serverless", "lts"}
+    for name, target in targets.items():
+        job = target["resources"]["jobs"]["course"]
+        tasks = job["tasks"]
+        assert [task["notebook_task"]["notebook_path"] for task in tasks] == expected
+        assert [task.get("depends_on") for task in tasks] == \
+            [None] + [[{"task_key": task["task_key"]}] for task in tasks[:-1]]
+        for task in tasks:
+            assert task["notebook_task"]["base_parameters"] == {w: f"${{var.{w}}}" for w in databricks.WIDGETS}
+            assert (REPO_ROOT / task["notebook_task"]["notebook_path"]).exists()
+            assert task.get("job_cluster_key") == ("lts" if name == "lts" else None)
+    cluster = targets["lts"]["resources"]["jobs"]["course"]["job_clusters"][0]["new_cluster"]
+    assert cluster["spark_version"] == "17.3.x-scala2.13" and cluster["data_security_mode"] == "SINGLE_USER"
