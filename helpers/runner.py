@@ -192,8 +192,9 @@ def start_shared_driver() -> tuple[SharedDriver | None, Result | None]:
 
 
 def run_course(notebooks: list[Path], parameters: dict, kernel: str = "python3", timeout: int = 1800,
-               write_back: bool = False, shared_driver: bool = True) -> list[Result]:
-    """Runs `notebooks` in order into the workspace's executed/ folder; stops at the first failure.
+               write_back: bool = False, shared_driver: bool = True, keep_going: bool = False) -> list[Result]:
+    """Runs `notebooks` in order into the workspace's executed/ folder; stops at the first failure unless
+    `keep_going` (for notebooks that do not need the ones before, as the labs after a failed one).
 
     With `shared_driver`, the kernels attach one after another to one Spark driver (helpers.spark.SharedDriver),
     whose start-up is the table's first row; without it each notebook starts its own, as in Jupyter.
@@ -217,7 +218,7 @@ def run_course(notebooks: list[Path], parameters: dict, kernel: str = "python3",
                 driver = None
             print(f"[{index + 1}/{len(notebooks)}] {notebook.name} {result.status} in {result.seconds:.1f} s",
                   flush=True)
-            if result.status == "failed":
+            if result.status == "failed" and not keep_going:
                 break
             if write_back:  # the executed copy keeps papermill's cell durations, for --profile
                 shutil.copyfile(output, notebook)
@@ -243,6 +244,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="start a Spark driver in every notebook, as Jupyter does, instead of one shared driver")
     parser.add_argument("--labs", action="store_true",
                         help="run the labs (notebooks/labs/, each solutions version then its learner version)")
+    parser.add_argument("--keep-going", action="store_true", help="run the next notebooks after a failed one")
     parser.add_argument("--profile", action="store_true",
                         help="then measure the reference floor and print each notebook's floors and slowest cells")
     args = parser.parse_args(argv)
@@ -268,7 +270,8 @@ def main(argv: list[str] | None = None) -> int:
     if not notebooks:
         parser.error(f"no lab in {display_path(LAB_DIR)} starts with {', '.join(args.only or [])}.")
     results = run_course(notebooks, parse_parameters(args.parameter), args.kernel, args.timeout,
-                         args.write_back, shared_driver=not (args.driver_per_notebook or remote))
+                         args.write_back, shared_driver=not (args.driver_per_notebook or remote),
+                         keep_going=args.keep_going)
     print_table(results)
     if args.profile:
         print_profile(results, measure_floor(args.kernel), LAB_DIR if args.labs else execution.NOTEBOOK_DIR)

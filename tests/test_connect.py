@@ -98,9 +98,12 @@ def test_a_connect_notebook_runs_delta_and_mlflow_and_its_jobs_join_its_driver(t
 
 
 @pytest.mark.slow
+@pytest.mark.skipif(os.environ.get("COURSE_CONNECT_NBVAL") != "1",
+                    reason="14 minutes; CI runs the lessons over Connect in the Databricks stand-in instead "
+                           "(tests/test_standin.py). COURSE_CONNECT_NBVAL=1 runs it (docs/maintainers.md).")
 def test_every_notebook_gives_its_committed_outputs_over_spark_connect(tmp_path):
-    """The course's promise for Databricks serverless and standard compute, checked here: every lesson, run with a
-    Spark Connect session, prints what the committed (classic) run printed; only the first line names the mode."""
+    """Every lesson, run with a local Spark Connect session on the course's pyspark, prints what the committed
+    (classic) run printed; only the first line names the mode."""
     notebooks = [str(path.relative_to(REPO_ROOT)) for path in course_notebooks([])]
     env = {name: value for name, value in os.environ.items()
            if not name.startswith(("MLFLOW_", "COURSE_", "PYSPARK_")) and name not in CONNECT_VARIABLES}
@@ -186,7 +189,7 @@ def test_servers_get_no_connect_variables(workspace, monkeypatch):
 def test_the_runner_starts_no_shared_driver_in_connect_mode(workspace, monkeypatch, capsys):
     chosen = {}
 
-    def run_course(notebooks, parameters, kernel, timeout, write_back, shared_driver):
+    def run_course(notebooks, parameters, kernel, timeout, write_back, shared_driver, keep_going):
         chosen["shared_driver"] = shared_driver
         return [runner.Result("00_setup_and_data.ipynb", "passed", 1.0)]
 

@@ -45,3 +45,12 @@ def test_every_diagram_is_drawn_by_the_script_and_up_to_date():
     stale = [name for name, draw in diagrams.DIAGRAMS.items()
              if (diagrams.IMAGES / f"{name}.svg").read_text() != diagrams.render(draw)]
     assert not stale, f"run `.venv/bin/python docs/diagrams.py` and commit: {stale}"
+
+
+def test_the_compute_tables_are_made_from_the_recorded_stand_in_runs():
+    """README's and docs/databricks.md's compute tables say what the recorded stand-in runs did, not what was typed."""
+    from helpers.standin.report import expected_documents, recorded_runs
+
+    assert "serverless" in recorded_runs()  # CI's own run is the serverless one; its record is committed
+    for path, text in expected_documents().items():
+        assert path.read_text() == text, f"{path.name}'s compute table: run `python3 course.py standin --report`"

@@ -94,3 +94,18 @@ def test_the_project_asks_databricks_for_the_course_mlflow_only():
 
     project = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]
     assert project["dependencies"] == [f"mlflow=={pinned_mlflow()}"]
+
+
+def test_every_notebook_asks_serverless_compute_for_environment_4_and_the_course_mlflow():
+    """A serverless notebook's environment (its Environment panel, kept in the .ipynb's Databricks metadata): version 4
+    is the first with pyspark.ml; with the pinned MLflow there, the set-up cell needs no %pip install."""
+    import json
+
+    from helpers.databricks import pinned_mlflow
+
+    notebooks = sorted((REPO_ROOT / "notebooks").rglob("*.ipynb"))
+    assert len(notebooks) == 30
+    for notebook in notebooks:
+        metadata = json.loads(notebook.read_text())["metadata"]
+        environment = metadata.get("application/vnd.databricks.v1+notebook", {}).get("environmentMetadata")
+        assert environment == {"environment_version": "4", "dependencies": [f"mlflow=={pinned_mlflow()}"]}, notebook.name

@@ -1,10 +1,14 @@
 """The course on the Spark of Databricks' oldest supported runtime (17.3 LTS, serverless environment 4: Spark 4.0),
 in the stand-in environment built from databricks/runtimes/spark-4.0.lock."""
+import json
+import os
 import subprocess
+import sys
 
 import pytest
 
 from helpers.config import REPO_ROOT
+from helpers.runner import course_notebooks
 from helpers.standin.workspace import runtime_environment
 
 pytestmark = pytest.mark.slow
@@ -44,3 +48,25 @@ def test_a_tree_ensemble_in_a_parallel_validator_fits_over_spark_connect_on_spar
                           cwd=REPO_ROOT, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.splitlines() == ["without the fix: AssertionError", "with the fix: 2 settings compared"]
+
+
+def test_every_lesson_runs_in_the_serverless_stand_in_of_the_oldest_runtime():
+    """`python3 course.py standin serverless`: every lesson, on serverless environment 4's Spark (4.0, over Connect),
+    with Unity Catalog's registry rules and volumes; each Databricks branch ran, and each replacement is listed."""
+    env = {name: value for name, value in os.environ.items()
+           if not name.startswith(("MLFLOW_", "COURSE_", "PYSPARK_", "SPARK_"))}
+    done = subprocess.run([sys.executable, "-m", "helpers.standin.workspace", "serverless"], cwd=REPO_ROOT, env=env,
+                          capture_output=True, text=True, timeout=3000)
+    assert done.returncode == 0, done.stdout[-5000:] + done.stderr[-3000:]
+    lessons = [notebook.name for notebook in course_notebooks([])]
+    assert [line.split()[1] for line in done.stdout.splitlines() if " passed in " in line] == lessons
+    assert "00_setup_and_data: Spark 4.0.1 on Databricks serverless compute; tables and models in spark_catalog." \
+        in done.stdout  # the set-up cell chose and created the schema and volume
+    assert "07_projects_and_gate: On Databricks the project's training ran in this notebook" in done.stdout
+    assert "retail_features version" in notebook_output("serverless", "09_monitoring_and_retraining")  # retrained
+
+
+def notebook_output(compute: str, notebook: str) -> str:
+    executed = json.loads((REPO_ROOT / ".standin" / "runs" / compute / "runner" / "executed" /
+                           f"{notebook}.ipynb").read_text())
+    return "".join("".join(output.get("text", [])) for cell in executed["cells"] for output in cell.get("outputs", []))

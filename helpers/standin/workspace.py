@@ -34,6 +34,9 @@ import time
 from pathlib import Path
 
 from helpers.config import REPO_ROOT, display_path
+from helpers.labs import lab_notebooks
+from helpers.runner import course_notebooks
+from helpers.standin.report import RECORDS, write_tables
 
 RUNTIMES = REPO_ROOT / "databricks" / "runtimes"
 STANDIN_DIR = REPO_ROOT / ".standin"
@@ -166,6 +169,13 @@ def classic_conf_dir(options: dict[str, str], folder: Path) -> Path:
     """A SPARK_CONF_DIR whose spark-defaults.conf gives a notebook's `getOrCreate()` a dedicated cluster's session."""
     conf = folder / "spark-conf"
     conf.mkdir(parents=True, exist_ok=True)
+    # Each notebook starts its own driver here, so the tables' catalog must outlive it, as a metastore does: Spark's
+    # Hive catalog in an embedded Derby database (one driver at a time, as the runner runs the notebooks).
+    options = {**options, "spark.sql.catalogImplementation": "hive",
+               "spark.hadoop.javax.jdo.option.ConnectionURL":
+                   f"jdbc:derby:;databaseName={folder / 'metastore_db'};create=true",
+               "spark.driver.extraJavaOptions":
+                   f"{options.get('spark.driver.extraJavaOptions', '')} -Dderby.system.home={folder}".strip()}
     (conf / "spark-defaults.conf").write_text("".join(f"{key} {value}\n" for key, value in options.items()))
     return conf
 
@@ -191,16 +201,17 @@ def bind_volumes(folder: Path) -> None:
 
 
 def replaced_lines(executed: Path) -> list[str]:
-    """The lines a notebook printed about what Databricks does instead of a local step."""
+    """The lines a notebook printed about what it did on Databricks instead of a local step (they start with "On
+    Databricks" or "Skipped on Databricks")."""
     lines = []
     for cell in json.loads(executed.read_text())["cells"]:
         for output in cell.get("outputs", []):
             text = "".join(output.get("text", []))
-            lines += [line for line in text.splitlines() if "on Databricks" in line]
+            lines += [line for line in text.splitlines() if line.startswith(("On Databricks", "Skipped on Databricks"))]
     return lines
 
 
-def run(compute: str, runtime: str, labs: bool, only: list[str] | None) -> int:
+def run(compute: str, runtime: str, labs: bool, only: list[str] | None, record: bool = False) -> int:
     folder = STANDIN_DIR / "runs" / compute
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True)
@@ -225,26 +236,59 @@ def run(compute: str, runtime: str, labs: bool, only: list[str] | None) -> int:
                        PYSPARK_PYTHON=str(python))
         print(f"Databricks stand-in: {compute} compute, {runtime} ({python.relative_to(REPO_ROOT)}); Spark "
               f"{env.get('SPARK_REMOTE', 'classic')}, MLflow {tracking.url}, Unity Catalog registry rules", flush=True)
-        command = [str(python), "-m", "helpers.runner", "--fresh", *(["--labs"] if labs else []),
+        command = [str(python), "-m", "helpers.runner", "--fresh", *(["--labs", "--keep-going"] if labs else []),
                    *(["--only", *only] if only else [])]
         status = subprocess.run(command, env=env, cwd=REPO_ROOT).returncode
     finally:
         if server is not None:
             stop(server)
         tracking.stop()
-    for executed in sorted((folder / "runner" / "executed").glob("*.ipynb")):
-        for line in replaced_lines(executed):
-            print(f"{executed.stem}: {line}")
+    expected = [path.stem for path in (lab_notebooks(only) if labs else course_notebooks(only))]
+    summary = summarise(folder / "runner" / "executed", compute, runtime, labs, expected)
+    (folder / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
+    for notebook in summary["notebooks"]:
+        for line in notebook["replaced"]:
+            print(f"{notebook['name']}: {line}")
+    if record and not only:  # a failed run is recorded too: the tables say what failed
+        target = RECORDS / f"{compute}{'-labs' if labs else ''}.json"
+        target.write_text(json.dumps(summary, indent=1) + "\n")
+        print(f"recorded in {display_path(target)}; `python3 course.py standin --report` updates the docs' tables")
     return status
+
+
+def summarise(executed: Path, compute: str, runtime: str, labs: bool, expected: list[str]) -> dict:
+    """What ran: each notebook, passed, failed (an error output) or not run, and what it replaced on Databricks."""
+    notebooks = []
+    for name in expected:
+        path = executed / f"{name}.ipynb"
+        if not path.exists():
+            notebooks.append({"name": name, "status": "not run", "replaced": []})
+            continue
+        cells = json.loads(path.read_text())["cells"]
+        failed = any(output.get("output_type") == "error" for cell in cells for output in cell.get("outputs", []))
+        notebooks.append({"name": name, "status": "failed" if failed else "passed",
+                          "replaced": replaced_lines(path)})
+    return {"compute": compute, "runtime": runtime, "environment": COMPUTE[compute], "labs": labs,
+            "date": time.strftime("%Y-%m-%d"), "notebooks": notebooks}
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="course.py standin", description=__doc__.split("\n\n")[0])
-    parser.add_argument("compute", choices=sorted(COMPUTE))
+    parser.add_argument("compute", nargs="?", choices=sorted(COMPUTE))
     parser.add_argument("--runtime", default="spark-4.0", choices=[p.stem for p in sorted(RUNTIMES.glob("*.lock"))])
     parser.add_argument("--labs", action="store_true", help="run the labs instead of the lessons")
     parser.add_argument("--only", nargs="+", metavar="NN", help="only the notebooks with these number prefixes")
+    parser.add_argument("--record", action="store_true",
+                        help=f"keep a passing full run's summary in {display_path(RECORDS)} (maintainers)")
+    parser.add_argument("--report", action="store_true",
+                        help="write the compute tables of README.md and docs/databricks.md from the recorded runs")
     args = parser.parse_args(argv)
+    if args.report:
+        for path in write_tables():
+            print(f"updated {display_path(path)}")
+        return 0
+    if args.compute is None:
+        parser.error("name a compute type: serverless, standard or dedicated (or --report)")
     if os.environ.get("COURSE_STANDIN_NAMESPACE") != "1" and shutil.which("unshare"):
         # its own mount namespace, so that /Volumes is bound for this run only
         namespace = ["unshare", "--mount", "--propagation", "private"]
@@ -253,7 +297,7 @@ def main(argv: list[str] | None = None) -> int:
         return subprocess.run([*namespace, sys.executable, "-m", "helpers.standin.workspace", *(argv or sys.argv[1:])],
                               env=dict(os.environ, COURSE_STANDIN_NAMESPACE="1")).returncode
     try:
-        return run(args.compute, args.runtime, args.labs, args.only)
+        return run(args.compute, args.runtime, args.labs, args.only, args.record)
     except StandInError as error:
         print(error, file=sys.stderr)
         return 1
