@@ -7,7 +7,10 @@ from helpers.databricks import cached
 from helpers.spark import start_spark
 from helpers.tracking import course_experiment, quiet_mlflow, setup_mlflow
 
-quiet_mlflow()  # before a notebook imports mlflow, so known noise never reaches its outputs
+try:
+    quiet_mlflow()  # before a notebook imports mlflow, so known noise never reaches its outputs
+except ImportError:  # a Databricks runtime without MLflow: the set-up cell installs it, then Python restarts
+    pass
 
 __all__ = ["cached", "course_experiment", "display_path", "on_databricks", "settings", "setup_mlflow", "start_spark",
            "workspace_dir"]

@@ -9,7 +9,7 @@
 | COURSE_DELTA_JARS | `auto` | `spark`: Spark downloads the Delta jars; `maven`: Maven does; `auto`: Spark, then Maven on failure |
 | JAVA_HOME | found on the machine | the JDK Spark runs on (17 or 21; see helpers.java) |
 | DATABRICKS_RUNTIME_VERSION | unset | set by Databricks clusters: the helpers then use the cluster's Spark and MLflow |
-| COURSE_UC_VOLUME | `main.mlflow_course_<you>.course` | on Databricks, the Unity Catalog `catalog.schema.volume` for the course's tables, models and files (see helpers.databricks) |
+| COURSE_UC_VOLUME | `<current catalog>.mlflow_course_<you>_<4 hex>.course` | on Databricks, the Unity Catalog `catalog.schema.volume` for the course's tables, models and files (see helpers.databricks) |
 | COURSE_NAME_PREFIX | empty | goes before the course's experiment and model names, so learners who share one tracking server keep theirs apart (`alice_`) |
 """
 from __future__ import annotations

@@ -264,8 +264,8 @@ def prepare_databricks(spark=None, dbutils=None, env=None, install=None) -> None
         (install or _pip_install)(f"mlflow=={pinned}")
     except Exception as error:  # pip's own failure: no route to PyPI, a proxy, a full disk
         raise SetupError(f"MLflow {pinned} could not be installed ({str(error).strip()[-200:]}): add "
-                         f"`mlflow=={pinned}` to the notebook's Environment panel (serverless) or to the cluster's "
-                         "libraries, and run the notebook again.") from None
+                         f"`mlflow=={pinned}` (or, without PyPI, its wheel in a volume) to the notebook's Environment "
+                         "panel or the cluster's libraries, and run the notebook again.") from None
     if dbutils is not None:
         dbutils.library.restartPython()  # the process ends here; the next cell runs with the new MLflow
 

@@ -245,6 +245,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--labs", action="store_true",
                         help="run the labs (notebooks/labs/, each solutions version then its learner version)")
     parser.add_argument("--keep-going", action="store_true", help="run the next notebooks after a failed one")
+    parser.add_argument("--with-lessons", action="store_true", help="with --labs: each lesson before its lab")
     parser.add_argument("--profile", action="store_true",
                         help="then measure the reference floor and print each notebook's floors and slowest cells")
     args = parser.parse_args(argv)
@@ -267,6 +268,9 @@ def main(argv: list[str] | None = None) -> int:
     from helpers.labs import LAB_DIR, lab_notebooks
 
     notebooks = lab_notebooks(args.only) if args.labs else course_notebooks(args.only)
+    if args.labs and args.with_lessons:  # each lesson, then its lab: a learner's order where nothing runs by itself
+        notebooks = [path for lesson in course_notebooks(args.only) for path in
+                     (lesson, *(lab for lab in notebooks if lab.name[:3] == lesson.name[:3]))]
     if not notebooks:
         parser.error(f"no lab in {display_path(LAB_DIR)} starts with {', '.join(args.only or [])}.")
     results = run_course(notebooks, parse_parameters(args.parameter), args.kernel, args.timeout,

@@ -304,12 +304,13 @@ def test_the_bundle_runs_every_lesson_and_lab_in_order_on_serverless_and_on_17_3
     text = (REPO_ROOT / "databricks.yml").read_text()
     assert text == bundle.bundle(), "databricks.yml is out of date: run `python3 databricks/bundle.py`"
     expected = [f"./notebooks/{path.name}" for path in course_notebooks()]
-    for solutions in solutions_notebooks():
+    for solutions in [path for path in solutions_notebooks() if not path.name.startswith("06_")]:
         lesson = expected.index(next(p for p in expected if p.startswith(f"./notebooks/{solutions.name[:2]}_")))
         expected.insert(lesson + 1, f"./notebooks/labs/{solutions.name}")
-    assert len(expected) == 20
+    assert len(expected) == 19  # lab 06 has no Databricks version yet (bundle.py says why)
     targets = yaml.safe_load(text)["targets"]
     assert set(targets) == {"serverless", "lts"}
+    assert targets["serverless"]["variables"]["schema"] != targets["lts"]["variables"]["schema"]  # runs side by side
     for name, target in targets.items():
         job = target["resources"]["jobs"]["course"]
         tasks = job["tasks"]

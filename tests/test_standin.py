@@ -9,9 +9,8 @@ import pytest
 
 from helpers.config import REPO_ROOT
 from helpers.runner import course_notebooks
-from helpers.standin.workspace import runtime_environment
-
-pytestmark = pytest.mark.slow
+from helpers.standin.report import docs_table, readme_table
+from helpers.standin.workspace import runtime_environment, summarise
 
 TREES_IN_A_VALIDATOR = """
 import os, sys
@@ -40,6 +39,7 @@ print(f"with the fix: {len(validator.fit(rows).avgMetrics)} settings compared")
 """
 
 
+@pytest.mark.slow
 def test_a_tree_ensemble_in_a_parallel_validator_fits_over_spark_connect_on_spark_4_0():
     """Notebook 02's gradient-boosted trees cell, reduced: pyspark 4.0 loses the Connect session in the validator's
     threads (fixed in 4.1); start_spark applies 4.1's fix."""
@@ -50,6 +50,7 @@ def test_a_tree_ensemble_in_a_parallel_validator_fits_over_spark_connect_on_spar
     assert done.stdout.splitlines() == ["without the fix: AssertionError", "with the fix: 2 settings compared"]
 
 
+@pytest.mark.slow
 def test_every_lesson_runs_in_the_serverless_stand_in_of_the_oldest_runtime():
     """`python3 course.py standin serverless`: every lesson, on serverless environment 4's Spark (4.0, over Connect),
     with Unity Catalog's registry rules and volumes; each Databricks branch ran, and each replacement is listed."""
@@ -70,3 +71,24 @@ def notebook_output(compute: str, notebook: str) -> str:
     executed = json.loads((REPO_ROOT / ".standin" / "runs" / compute / "runner" / "executed" /
                            f"{notebook}.ipynb").read_text())
     return "".join("".join(output.get("text", [])) for cell in executed["cells"] for output in cell.get("outputs", []))
+
+
+def test_a_run_is_summarised_with_what_failed_and_what_did_not_run_and_the_tables_say_so(tmp_path):
+    def executed(name, outputs):
+        cells = [{"cell_type": "code", "source": "", "outputs": outputs}]
+        (tmp_path / f"{name}.ipynb").write_text(json.dumps({"cells": cells}))
+
+    executed("06_online_serving", [{"output_type": "stream", "name": "stdout",
+                                    "text": ["Spark 4.0.1 on Databricks serverless compute\n",
+                                             "Skipped on Databricks: Model Serving serves the alias.\n"]}])
+    executed("06_online_serving_solutions", [{"output_type": "error", "ename": "ServingError", "evalue": "no"}])
+    summary = summarise(tmp_path, "serverless", "spark-4.0", True,
+                        ["06_online_serving", "06_online_serving_solutions", "06_online_serving_lab"])
+    assert [(n["name"], n["status"], n["replaced"]) for n in summary["notebooks"]] == [
+        ("06_online_serving", "passed", ["Skipped on Databricks: Model Serving serves the alias."]),
+        ("06_online_serving_solutions", "failed", []), ("06_online_serving_lab", "not run", [])]
+    runs = {"serverless-labs": summary}
+    assert "| serverless | " in readme_table(runs) and "| not run yet | 0 of 2 passed (" in readme_table(runs)
+    table = docs_table(runs)
+    assert "| 06_online_serving | passed | Skipped on Databricks: Model Serving serves the alias. |" in table
+    assert "| 06_online_serving_lab | not run |  |" in table and "`IS_SERVERLESS=TRUE`" in table

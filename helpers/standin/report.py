@@ -15,7 +15,7 @@ BEGIN = "<!-- compute table: made by `python3 course.py standin --report` from d
 END = "<!-- end of compute table -->"
 ORDER = ("serverless", "standard", "dedicated")
 NEEDS = {
-    "serverless": "environment 4+ (Free Edition has it); no DataFrame cache; `availableNow` triggers only",
+    "serverless": "environment 4+; no DataFrame cache; `availableNow` triggers only",
     "standard": "runtime 17.3 LTS+; Spark ML over Connect; Spark models staged in the volume (`MLFLOW_DFS_TMP`)",
     "dedicated": "runtime 17.3 LTS+ (Spark 4.0)",
 }
@@ -26,10 +26,13 @@ def recorded_runs(folder: Path = RECORDS) -> dict[str, dict]:
 
 
 def result(run: dict | None) -> str:
+    """How many of the run's notebooks passed; of a labs run (each lesson, then its lab), its labs only."""
     if run is None:
         return "not run yet"
-    passed = sum(notebook["status"] == "passed" for notebook in run["notebooks"])
-    return f"{passed} of {len(run['notebooks'])} passed ({run['date']})"
+    notebooks = [notebook for notebook in run["notebooks"]
+                 if not run["labs"] or notebook["name"].endswith(("_lab", "_solutions"))]
+    passed = sum(notebook["status"] == "passed" for notebook in notebooks)
+    return f"{passed} of {len(notebooks)} passed ({run['date']})"
 
 
 def readme_table(runs: dict[str, dict]) -> str:
