@@ -89,6 +89,11 @@ def test_the_stand_in_applies_unity_catalogs_rules_with_mlflows_own_code(registr
     assert client.get_model_version_by_alias(name, "champion").version == "1"
 
 
+def test_the_registry_is_the_file_its_uri_names_wherever_the_notebook_runs(registry, tmp_path):
+    assert (tmp_path / "registry.db").stat().st_size > 0
+    assert not list(tmp_path.rglob("*/registry.db"))  # not a copy under the working folder
+
+
 def test_a_model_without_a_full_signature_is_refused(registry):
     with mlflow.start_run():
         unsigned = mlflow.sklearn.log_model(LinearRegression().fit([[1.0], [2.0]], [1.0, 2.0]), name="unsigned")

@@ -56,7 +56,7 @@ class UnityCatalogRegistry(SqlAlchemyStore):
     def __init__(self, store_uri: str, tracking_uri: str | None = None):
         if not store_uri.startswith(f"{SCHEME}://"):
             raise MlflowException(f"{store_uri!r} is not a {SCHEME}:// URI")
-        super().__init__(f"sqlite://{store_uri[len(SCHEME) + 3:]}")
+        super().__init__(f"sqlite:///{store_uri[len(SCHEME) + 3:]}")  # sqlite:////absolute/path
         self.tracking_uri = tracking_uri
 
     # Unity Catalog has no stages and no registry webhooks: MLflow's UC client raises for each of these.
