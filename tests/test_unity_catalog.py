@@ -42,7 +42,10 @@ def registry(tmp_path, monkeypatch):
     tagged by validation (2 passed), 3 untagged; @champion on 1."""
     monkeypatch.chdir(tmp_path)
     for name in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME"):
-        monkeypatch.delenv(name, raising=False)  # set by another test's set-up in this process
+        # setenv first, so that monkeypatch restores each variable afterwards, though mlflow.set_tracking_uri and
+        # mlflow.set_experiment below set them behind its back (the next test's store has no experiment 1)
+        monkeypatch.setenv(name, "")
+        monkeypatch.delenv(name)
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'tracking.db'}")
     mlflow.set_registry_uri(registry_uri(tmp_path / "registry.db"))
     mlflow.set_experiment("unity-catalog")
