@@ -100,8 +100,8 @@ def sql_jar(python: Path, java_home: Path) -> Path:
         return target
     javac = java_home / "bin" / "javac"
     if not javac.exists():
-        raise StandInError(f"The stand-in compiles its Databricks SQL extension (CREATE VOLUME) with `javac`, which {java_home} lacks: "
-                           "install a JDK 17 or 21 (not only a runtime) and set JAVA_HOME to it.")
+        raise StandInError(f"The stand-in compiles its Databricks SQL extension (CREATE VOLUME) with `javac`, which "
+                           f"{java_home} lacks: install a JDK 17 or 21 (not only a runtime) and set JAVA_HOME to it.")
     classes = target.with_suffix(".classes")
     shutil.rmtree(classes, ignore_errors=True)
     subprocess.run([str(javac), "-nowarn", "-d", str(classes), "-cp", f"{jars}/*", str(SQL_SOURCE)], check=True)
@@ -110,19 +110,18 @@ def sql_jar(python: Path, java_home: Path) -> Path:
     return target
 
 
-def spark_options(python: Path, workspace: Path, jar: Path) -> tuple[dict[str, str], Path]:
-    """The course's Spark settings as the runtime's pyspark makes them, with volumes, and the Java they run on."""
+def spark_options(python: Path, workspace: Path, jar: Path) -> dict[str, str]:
+    """The course's Spark settings as the runtime's pyspark makes them, with the Databricks SQL extension."""
     code = ("import json; from helpers.spark import _builder, _log4j_config, prepare_java; "
             "from helpers.config import settings, workspace_dir; c = settings(); "
             "j = prepare_java(c.workspace, c.java_home); "
             "o = _builder(c.spark_master, j, _log4j_config(workspace_dir('logs')), None)._options; "
-            "print(json.dumps({'options': o, 'java_home': str(j.home)}))")
-    found = json.loads(in_runtime(python, code, dict(os.environ, COURSE_WORKSPACE=str(workspace))))
-    options = dict(found["options"])
+            "print(json.dumps(o))")
+    options = json.loads(in_runtime(python, code, dict(os.environ, COURSE_WORKSPACE=str(workspace))))
     options["spark.sql.extensions"] += ",course.standin.DatabricksSql"
     options["spark.jars"] = ",".join(filter(None, [options.get("spark.jars"), str(jar)]))
     options.pop("spark.app.name", None)
-    return options, Path(found["java_home"])
+    return options
 
 
 def java_home_of(python: Path, workspace: Path) -> Path:
@@ -218,7 +217,7 @@ def run(compute: str, runtime: str, labs: bool, only: list[str] | None, record: 
     bind_volumes(folder / "Volumes")
     python = runtime_environment(runtime)
     java_home = java_home_of(python, folder / "server")
-    options, java_home = spark_options(python, folder / "server", sql_jar(python, java_home))
+    options = spark_options(python, folder / "server", sql_jar(python, java_home))
     from helpers.standin.registry import registry_uri
     from helpers.webhooks import start_tracking_server
 
