@@ -24,14 +24,11 @@ from helpers.runner import course_notebooks  # noqa: E402
 
 BUNDLE = REPO_ROOT / "databricks.yml"
 LTS_RUNTIME = "17.3.x-scala2.13"
-# Labs with no Databricks version yet: lab 06's Task 2 starts a local model server, which the course does not do on
-# Databricks (docs/databricks.md, "The labs"); in the job it would stop every task after it.
-NO_DATABRICKS_VERSION = {"06"}
 
 
 def acceptance_notebooks() -> list[Path]:
     """Each lesson, then its lab's solutions version (the learner version stops at its first empty task)."""
-    labs = {path.name[:2]: path for path in solutions_notebooks() if path.name[:2] not in NO_DATABRICKS_VERSION}
+    labs = {path.name[:2]: path for path in solutions_notebooks()}
     return [path for lesson in course_notebooks() for path in (lesson, labs.get(lesson.name[:2])) if path]
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import atexit
 import os
+import re
 import shlex
 import signal
 import socket
@@ -221,9 +222,15 @@ def serve_model(model_uri: str, *, guarded: bool = False, name: str | None = Non
     once: call its wait_ready() when you need it)."""
     import mlflow
 
-    if on_databricks():
-        raise ServingError("Local model servers are not started on Databricks: use Databricks Model Serving "
-                           "(Serving in the sidebar, or the serving-endpoints API) for the same model.")
+    if on_databricks():  # Databricks Model Serving instead, at a local address that adds the notebook's credentials
+        if guarded:
+            raise ServingError("The guard runs in front of a local server; Databricks Model Serving has its own "
+                               "limits (16 MB a request): serve the model without guarded=True there.")
+        from helpers.model_serving import ServingEndpoint
+        from helpers.tracking import course_model_name
+
+        registered = course_model_name(re.sub(r"[^A-Za-z0-9_]", "_", name or "served_model").lower())
+        return ServingEndpoint(model_uri, registered).start(max(timeout, 1800))
     port = free_port()
     env = serving_environment(mlflow.get_tracking_uri())
     if guarded:

@@ -49,11 +49,17 @@ def _answers_ping(url: str) -> bool:
         return False
 
 
-def _running_server(server, model_uri: str):
+def _servers() -> tuple[type, ...]:
+    """What serve_model returns: a local server, or on Databricks a Model Serving endpoint."""
+    from helpers.model_serving import ServingEndpoint
     from helpers.serving import ModelServer
 
+    return ModelServer, ServingEndpoint
+
+
+def _running_server(server, model_uri: str):
     expect(server is not None, "`server` is still None", "start it with server = serve_model(model_uri)")
-    expect(isinstance(server, ModelServer), f"`server` is a {type(server).__name__}, not what serve_model returns",
+    expect(isinstance(server, _servers()), f"`server` is a {type(server).__name__}, not what serve_model returns",
            "start it with server = serve_model(model_uri)")
     expect(server.running and _answers_ping(server.url), "the server in `server` is not running",
            "run Task 2 again: server = serve_model(model_uri), and stop it only in Task 4")
@@ -179,13 +185,11 @@ def task3(model_uri, server, bad_requests, answers) -> str:
 
 @task(4, hint="set `predictions_after` to reply.json()[\"predictions\"], then call server.stop()")
 def task4(model_uri, server, predictions_after) -> str:
-    from helpers.serving import ModelServer
-
     _logged_model(model_uri)
     expect(isinstance(predictions_after, list) and _close(_expected(model_uri), predictions_after),
            f"`predictions_after` is {predictions_after!r}, not the server's predictions for `good_request`",
            "send good_request again before stopping, and keep reply.json()[\"predictions\"]")
-    expect(isinstance(server, ModelServer), f"`server` is {type(server).__name__}, not what serve_model returns",
+    expect(isinstance(server, _servers()), f"`server` is {type(server).__name__}, not what serve_model returns",
            "run Task 2 to start the server, then stop it here")
     expect(not server.running, "the server is still running", "stop it with server.stop()")
     expect(not _answers_ping(server.url), f"something still answers at {server.url}", "call server.stop()")
