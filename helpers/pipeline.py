@@ -70,6 +70,9 @@ def existing_version(model_name: str, version: str) -> str:
     from mlflow.exceptions import MlflowException
 
     try:
+        if version == "newest":  # what a job started by a new version validates; `name =` is all UC's search takes
+            found = MlflowClient().search_model_versions(f"name = '{model_name}'")
+            version = str(max(int(found_version.version) for found_version in found)) if found else "none"
         return str(MlflowClient().get_model_version(model_name, version).version)
     except MlflowException:
         raise PipelineError(f"there is no version {version} of the registered model {model_name!r}; "
@@ -81,10 +84,14 @@ def land_month(spark, raw_file: Path) -> None:
     retail_silver from bronze, as notebook 09 does."""
     from pyspark.sql import functions as F
 
+    from helpers.config import DATA_DIR
+    from helpers.data import data_uri
     from helpers.features import clean_lines
 
     schema = spark.read.table("retail_bronze").drop("source_file").schema
-    lines = spark.read.option("header", True).schema(schema).csv(raw_file.resolve().as_uri()) \
+    # one of the course's files is read from its copy in the volume on Databricks (executors see no workspace files)
+    source = data_uri(raw_file.name) if raw_file.resolve().parent == DATA_DIR.resolve() else raw_file.resolve().as_uri()
+    lines = spark.read.option("header", True).schema(schema).csv(source) \
         .withColumn("source_file", F.col("_metadata.file_name"))
     lines.write.format("delta").mode("overwrite").option("replaceWhere", f"source_file = '{raw_file.name}'") \
         .saveAsTable("retail_bronze")
@@ -181,8 +188,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--date", type=dt.date.fromisoformat, default=dt.datetime.now(dt.timezone.utc).date(),
                         help="the scoring date of the batch predictions (default: today, UTC)")
     parser.add_argument("--no-score", action="store_true", help="stop after the gate")
-    parser.add_argument("--version", help="skip training: validate this existing version of --model-name "
-                                          "(what a job triggered by a model_version.created webhook runs)")
+    parser.add_argument("--version", help="skip training: validate this existing version of --model-name, or the "
+                                          "newest one (what a job started by a new model version runs)")
     parser.add_argument("--land", type=Path, metavar="FILE", help="first append this raw transactions file to "
                         "retail_bronze and rebuild retail_silver (idempotent)")
     parser.add_argument("--monitor", type=month_argument, metavar="YYYY-MM",
