@@ -42,6 +42,8 @@ SHARED_SCHEMA = "default"  # where Unity Catalog lets every user of the workspac
 PERMISSION_DENIED = re.compile(r"INSUFFICIENT_PERMISSIONS|PERMISSION_DENIED|does not have (?:the )?\w+ (?:SCHEMA|privilege)",
                                re.IGNORECASE)
 OLDEST_RUNTIME = (17, 3)  # Spark 4.0; the stand-in of the oldest supported runtime runs it (python3 course.py standin)
+# The first databricks-sdk with jobs.ModelTriggerConfiguration (08's delivery job); the runtimes' own is older
+OLDEST_DATABRICKS_SDK = "0.74.0"
 OLDEST_SERVERLESS = 4  # environment 4 (Databricks Connect 17) is the first with pyspark.ml and mlflow.spark
 
 
@@ -207,6 +209,13 @@ def pinned_mlflow(requirements: Path = REPO_ROOT / "requirements.txt") -> str:
     return found.group(1)
 
 
+def installed_version(package: str) -> str:
+    try:
+        return version(package)
+    except PackageNotFoundError:
+        return "none"
+
+
 def installed_mlflow() -> str:
     """The version of MLflow installed here; runtimes without Databricks ML may have only `mlflow-skinny`."""
     for package in ("mlflow", "mlflow-skinny"):
@@ -255,17 +264,24 @@ def prepare_databricks(spark=None, dbutils=None, env=None, install=None) -> None
         done += (f" (you may not create a schema here, so your models start with {env['COURSE_NAME_PREFIX']}; "
                  f"the tables are shared with everyone who uses {volume.schema_name})")
     installed, pinned = installed_mlflow(), pinned_mlflow()
-    if installed != "none" and not older(installed, pinned):
+    sdk = installed_version("databricks-sdk")
+    wanted = {}  # requirement: how the cell describes it
+    if installed == "none" or older(installed, pinned):
+        over = f"over the runtime's {installed}" if installed != "none" else "(the runtime has none)"
+        wanted[f"mlflow=={pinned}"] = f"MLflow {pinned} {over}"
+    if sdk == "none" or older(sdk, OLDEST_DATABRICKS_SDK):  # the runtimes ship 0.49: no model update triggers
+        wanted[f"databricks-sdk>={OLDEST_DATABRICKS_SDK}"] = f"databricks-sdk {OLDEST_DATABRICKS_SDK} or later over {sdk}"
+    if not wanted:
         print(f"{done}; MLflow {installed}.")
         return
-    over = f"over the runtime's {installed}" if installed != "none" else "(the runtime has none)"
-    print(f"{done}; installing MLflow {pinned} {over}, then restarting Python.", flush=True)
-    try:
-        (install or _pip_install)(f"mlflow=={pinned}")
-    except Exception as error:  # pip's own failure: no route to PyPI, a proxy, a full disk
-        raise SetupError(f"MLflow {pinned} could not be installed ({str(error).strip()[-200:]}): add "
-                         f"`mlflow=={pinned}` (or, without PyPI, its wheel in a volume) to the notebook's Environment "
-                         "panel or the cluster's libraries, and run the notebook again.") from None
+    print(f"{done}; installing {' and '.join(wanted.values())}, then restarting Python.", flush=True)
+    for requirement in wanted:
+        try:
+            (install or _pip_install)(requirement)
+        except Exception as error:  # pip's own failure: no route to PyPI, a proxy, a full disk
+            raise SetupError(f"{requirement} could not be installed ({str(error).strip()[-200:]}): add "
+                             f"`{requirement}` (or, without PyPI, its wheel in a volume) to the notebook's "
+                             "Environment panel or the cluster's libraries, and run the notebook again.") from None
     if dbutils is not None:
         dbutils.library.restartPython()  # the process ends here; the next cell runs with the new MLflow
 
@@ -278,12 +294,13 @@ def _pip_install(requirement: str) -> None:
     except ImportError:
         shell = None
     if shell is not None:
-        shell.run_line_magic("pip", f"install --quiet {requirement}")  # prints pip's error, raises none
+        shell.run_line_magic("pip", f"install --quiet '{requirement}'")  # prints pip's error, raises none
     else:
         subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", requirement], check=True)
-    wanted = requirement.partition("==")[2]
-    if older(installed_mlflow().replace("none", "0"), wanted):
-        raise RuntimeError(f"pip left MLflow {installed_mlflow()}; its message is above")
+    name, _, wanted = re.split(r"(==|>=)", requirement)
+    found = installed_mlflow() if name == "mlflow" else installed_version(name)
+    if older(found.replace("none", "0"), wanted):
+        raise RuntimeError(f"pip left {'MLflow' if name == 'mlflow' else name} {found}; its message is above")
 
 
 def cached(df):

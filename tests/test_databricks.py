@@ -222,11 +222,23 @@ def test_a_runtime_with_only_mlflow_skinny_or_none_gets_the_course_mlflow(monkey
     monkeypatch.setattr(databricks, "version", version)
     for packages, said in (({"mlflow-skinny": "2.19.0"}, "over the runtime's 2.19.0"), ({}, "(the runtime has none)")):
         present.clear()
-        present.update(packages)
+        present.update(packages, **{"databricks-sdk": "0.74.0"})
         installs = []
         prepare_databricks(FakeSpark(), FakeDbutils(), dict(CLASSIC), install=installs.append)
         assert installs == [f"mlflow=={databricks.pinned_mlflow()}"]
         assert said in capsys.readouterr().out
+
+
+def test_a_runtime_whose_databricks_sdk_has_no_model_update_triggers_gets_a_newer_one(monkeypatch, capsys):
+    """databricks/environments pins databricks-sdk ~=0.49 on serverless 4 and 17.3 LTS; 08's job needs 0.74."""
+    monkeypatch.setattr(databricks, "copy_data_files", lambda source, target: [])
+    pinned = databricks.pinned_mlflow()
+    monkeypatch.setattr(databricks, "version", lambda package: {"databricks-sdk": "0.49.0"}.get(package, pinned))
+    installs, dbutils = [], FakeDbutils()
+    prepare_databricks(FakeSpark(), dbutils, dict(SERVERLESS), install=installs.append)
+    assert installs == ["databricks-sdk>=0.74.0"] and dbutils.restarts == 1
+    assert capsys.readouterr().out.endswith("installing databricks-sdk 0.74.0 or later over 0.49.0, then restarting "
+                                            "Python.\n")
 
 
 @pytest.mark.parametrize("env, refusal", [
@@ -282,7 +294,7 @@ def test_an_mlflow_that_cannot_be_installed_is_one_sentence(monkeypatch, capsys)
     def no_route(requirement):
         raise RuntimeError("pip left MLflow 3.0.1; its message is above")
     dbutils = FakeDbutils()
-    with pytest.raises(SetupError, match=r"could not be installed \(pip left MLflow 3.0.1.*Environment panel"):
+    with pytest.raises(SetupError, match=r"mlflow==.* could not be installed \(pip left MLflow 3.0.1.*Environment panel"):
         prepare_databricks(FakeSpark(), dbutils, dict(SERVERLESS), install=no_route)
     assert dbutils.restarts == 0
 
@@ -304,10 +316,10 @@ def test_the_bundle_runs_every_lesson_and_lab_in_order_on_serverless_and_on_17_3
     text = (REPO_ROOT / "databricks.yml").read_text()
     assert text == bundle.bundle(), "databricks.yml is out of date: run `python3 databricks/bundle.py`"
     expected = [f"./notebooks/{path.name}" for path in course_notebooks()]
-    for solutions in [path for path in solutions_notebooks() if not path.name.startswith("06_")]:
+    for solutions in solutions_notebooks():
         lesson = expected.index(next(p for p in expected if p.startswith(f"./notebooks/{solutions.name[:2]}_")))
         expected.insert(lesson + 1, f"./notebooks/labs/{solutions.name}")
-    assert len(expected) == 19  # lab 06 has no Databricks version yet (bundle.py says why)
+    assert len(expected) == 20
     targets = yaml.safe_load(text)["targets"]
     assert set(targets) == {"serverless", "lts"}
     assert targets["serverless"]["variables"]["schema"] != targets["lts"]["variables"]["schema"]  # runs side by side

@@ -90,22 +90,25 @@ def test_the_project_asks_databricks_for_the_course_mlflow_only():
     Databricks Connect. The MLflow pin is the one the course is tested with (requirements.txt)."""
     import tomllib
 
-    from helpers.databricks import pinned_mlflow
+    from helpers.databricks import OLDEST_DATABRICKS_SDK, pinned_mlflow
 
     project = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]
-    assert project["dependencies"] == [f"mlflow=={pinned_mlflow()}"]
+    assert project["dependencies"] == [f"mlflow=={pinned_mlflow()}", f"databricks-sdk>={OLDEST_DATABRICKS_SDK}"]
 
 
 def test_every_notebook_asks_serverless_compute_for_environment_4_and_the_course_mlflow():
     """A serverless notebook's environment (its Environment panel, kept in the .ipynb's Databricks metadata): version 4
-    is the first with pyspark.ml; with the pinned MLflow there, the set-up cell needs no %pip install."""
+    is the first with pyspark.ml; with the pinned MLflow and a databricks-sdk with model update triggers there, the
+    set-up cell needs no %pip install."""
     import json
 
-    from helpers.databricks import pinned_mlflow
+    from helpers.databricks import OLDEST_DATABRICKS_SDK, pinned_mlflow
 
     notebooks = sorted((REPO_ROOT / "notebooks").rglob("*.ipynb"))
     assert len(notebooks) == 30
+    notebooks.append(REPO_ROOT / "databricks" / "jobs" / "course_step.ipynb")  # the lessons' jobs run it
     for notebook in notebooks:
         metadata = json.loads(notebook.read_text())["metadata"]
         environment = metadata.get("application/vnd.databricks.v1+notebook", {}).get("environmentMetadata")
-        assert environment == {"environment_version": "4", "dependencies": [f"mlflow=={pinned_mlflow()}"]}, notebook.name
+        assert environment == {"environment_version": "4", "dependencies": [
+            f"mlflow=={pinned_mlflow()}", f"databricks-sdk>={OLDEST_DATABRICKS_SDK}"]}, notebook.name
