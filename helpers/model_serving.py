@@ -10,6 +10,10 @@ NO_CAPACITY = re.compile(r"QUOTA|RESOURCE_EXHAUSTED|limit (?:of|on|for) .*endpoi
                          re.IGNORECASE)
 
 
+class NoServingCapacity(RuntimeError):
+    """The workspace has no Model Serving endpoint to spare: the message says what to do."""
+
+
 def endpoint_name(model_name: str) -> str:
     """`mlflow_course_ada_1a2b-retail_age_serving`: the learner's schema and the model, within the 63 characters an
     endpoint name may have (workspace-wide, so the schema keeps learners apart)."""
@@ -73,8 +77,7 @@ class ServingEndpoint:
             self.client.create_endpoint(config=request)
         except Exception as error:
             if no_capacity(error):
-                from helpers.serving import ServingError
-                raise ServingError(f"This workspace has no Model Serving endpoint to spare ({error}): delete one "
+                raise NoServingCapacity(f"This workspace has no Model Serving endpoint to spare ({error}): delete one "
                                    "you no longer need (Serving, in the sidebar) and run the cell again.") from None
             if "already exists" not in str(error).lower():
                 raise

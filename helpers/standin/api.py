@@ -311,7 +311,7 @@ class WorkspaceApi:
         return 404, {"error_code": "ENDPOINT_NOT_FOUND", "message": f"No API found for '{method} serving-endpoints'"}
 
     def serve(self, name: str, entity: dict) -> subprocess.Popen:
-        from helpers.standin.workspace import free_port
+        from helpers.serving import free_port
 
         port = free_port()
         command = [str(self.python), "-m", "mlflow", "models", "serve", "-m",

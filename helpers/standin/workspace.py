@@ -37,6 +37,7 @@ from pathlib import Path
 from helpers.config import REPO_ROOT, display_path
 from helpers.labs import lab_notebooks
 from helpers.runner import course_notebooks
+from helpers.serving import free_port
 from helpers.standin.api import WorkspaceApi
 from helpers.standin.report import RECORDS, write_tables
 
@@ -131,12 +132,6 @@ def java_home_of(python: Path, workspace: Path) -> Path:
     code = ("from helpers.java import prepare_java; from helpers.config import settings; c = settings(); "
             "print(prepare_java(c.workspace, c.java_home).home)")
     return Path(in_runtime(python, code, dict(os.environ, COURSE_WORKSPACE=str(workspace))).strip())
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def start_connect_server(python: Path, options: dict[str, str], java_home: Path, folder: Path) -> tuple:
