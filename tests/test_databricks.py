@@ -335,3 +335,17 @@ def test_the_bundle_runs_every_lesson_and_lab_in_order_on_serverless_and_on_17_3
             assert task.get("job_cluster_key") == ("lts" if name == "lts" else None)
     cluster = targets["lts"]["resources"]["jobs"]["course"]["job_clusters"][0]["new_cluster"]
     assert cluster["spark_version"] == "17.3.x-scala2.13" and cluster["data_security_mode"] == "SINGLE_USER"
+
+
+def test_no_notebook_writes_to_a_sink_serverless_compute_does_not_list():
+    """Serverless compute lists its data sources, and Spark's `noop` sink is not among them (05 timed its paths with
+    it); the stand-in's open-source Spark has it, so only reading the cells can catch it."""
+    import json
+
+    from helpers.config import REPO_ROOT
+
+    sinks = re.compile(r"""\.format\(\s*["']noop["']""")
+    found = [f"{path.name} cell {index}" for path in sorted((REPO_ROOT / "notebooks").rglob("*.ipynb"))
+             for index, cell in enumerate(json.loads(path.read_text())["cells"])
+             if cell["cell_type"] == "code" and sinks.search("".join(cell["source"]))]
+    assert not found, found
