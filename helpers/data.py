@@ -6,6 +6,7 @@ attributes. Purchase behaviour depends on age, so a model can learn `cust_age` f
 from __future__ import annotations
 
 import csv
+import dataclasses
 import gzip
 import io
 import math
@@ -22,6 +23,7 @@ CUSTOMERS_FILE = "customers.csv"
 PRODUCTS_FILE = "products.csv"
 TRANSACTIONS_FILE = "online_retail_2023-12_2024-11.csv.gz"
 DRIFT_MONTH_FILE = "online_retail_2024-12.csv.gz"
+NEWCOMER_PACK = 3
 
 TRANSACTION_COLUMNS = ["InvoiceNo", "StockCode", "Description", "Quantity", "InvoiceDate", "UnitPrice",
                        "CustomerID", "Country"]
@@ -68,6 +70,7 @@ class Customer:
     hour: float  # the customer's usual shopping hour
     price_level: float  # multiplier of how pricey the chosen products are
     visits: float  # expected invoices per month
+    pack: int = 1  # every quantity times this: December's newcomers buy gift sets of three
 
 
 def data_uri(name: str) -> str:
@@ -170,7 +173,7 @@ class _InvoiceWriter:
             options = sorted(self.by_category[category], key=lambda p: p.unit_price)
             pick = min(len(options) - 1, int(rng.betavariate(2, 2 * (2.2 - price_level)) * len(options)))
             product = options[pick]
-            quantity = rng.choice([1, 1, 2, 2, 3, 4, 6, 12])
+            quantity = rng.choice([1, 1, 2, 2, 3, 4, 6, 12]) * (customer.pack if customer else 1)
             lines.append((invoice_no, product.stock_code, product.description, quantity,
                           when.strftime("%Y-%m-%d %H:%M:%S"), f"{product.unit_price:.2f}", customer_id, country))
         self.rows.extend(lines)
@@ -202,7 +205,11 @@ def generate(seed: int = SEED, customers: int = 2000, new_customers: int = 400) 
     rng = random.Random(seed)
     products = _products(rng)
     regulars = [_customer(rng, 12346 + i) for i in range(customers)]
-    newcomers = [_customer(rng, 12346 + customers + i, young=True) for i in range(new_customers)]
+    # December's newcomers are young and buy for the season in sets of three, which nobody did in the training year:
+    # the drift that lesson 09's monitoring must catch and a retrained model must learn (no random draw is added, so
+    # the year's lines stay the same).
+    newcomers = [dataclasses.replace(_customer(rng, 12346 + customers + i, young=True), pack=NEWCOMER_PACK)
+                 for i in range(new_customers)]
 
     year = _InvoiceWriter(rng, products, first_invoice=536365)
     month = YEAR_START

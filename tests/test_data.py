@@ -54,6 +54,14 @@ def test_the_drift_month_brings_younger_customers(files):
     newcomers = {r["CustomerID"].removesuffix(".0") for r in month if r["CustomerID"]} - year
     assert len(newcomers) > 200
     assert statistics.mean(ages[c] for c in newcomers) < statistics.mean(ages[c] for c in year) - 10
+    # and they shop differently: gift sets of three, a quantity the model never saw in the training year
+    joined_later = {c for c in newcomers if int(c) > max(map(int, year))}  # not a regular who skipped the year
+    bought = [int(r["Quantity"]) for r in month if r["CustomerID"].removesuffix(".0") in joined_later
+              and int(r["Quantity"]) > 0]
+    assert bought and all(quantity % data.NEWCOMER_PACK == 0 for quantity in bought)
+    regulars = [int(r["Quantity"]) for r in month if r["CustomerID"].removesuffix(".0") in year
+                and int(r["Quantity"]) > 0]
+    assert statistics.mean(bought) > 2 * statistics.mean(regulars)
 
 
 def test_a_missing_file_says_how_to_regenerate(tmp_path):
