@@ -216,6 +216,25 @@ def serving_environment(tracking_uri: str) -> dict[str, str]:
     return env
 
 
+def start_server(command: list[str], port: int, *, name: str, env: dict[str, str] | None = None,
+                 health_path: str = "/ping", timeout: float = 180, wait: bool = True,
+                 server_class: type[ModelServer] = ModelServer) -> ModelServer:
+    """Runs a server command as a lesson writes it (`mlflow models serve ...`, `mlflow server ...`, listening on
+    `port`) as a child process that stops with this kernel, and returns once `health_path` answers 200 (with
+    wait=False at once). A leading `mlflow` or `uvicorn` is this environment's, installed or not on PATH; `env` adds
+    to the course's serving environment."""
+    import mlflow
+
+    if command[0] in ("mlflow", "uvicorn"):
+        command = [sys.executable, "-m", *command]
+    environment = serving_environment(mlflow.get_tracking_uri())
+    environment.update(env or {})
+    log = workspace_dir() / "logs" / f"{re.sub(r'[^a-z0-9]+', '-', name.lower()).strip('-')}-{port}.log"
+    server = server_class(name, command, environment, port, log)
+    server.health_path = health_path
+    return server.start(timeout) if wait else server.launch()
+
+
 def serve_model(model_uri: str, *, guarded: bool = False, name: str | None = None,
                 max_bytes: int = DEFAULT_MAX_BYTES, timeout: float = 180, wait: bool = True) -> ModelServer:
     """Starts a scoring server for `model_uri` on 127.0.0.1 and returns it once `/ping` answers (with wait=False at
@@ -232,18 +251,15 @@ def serve_model(model_uri: str, *, guarded: bool = False, name: str | None = Non
         registered = course_model_name(re.sub(r"[^A-Za-z0-9_]", "_", name or "served_model").lower())
         return ServingEndpoint(model_uri, registered).start(max(timeout, 1800))
     port = free_port()
-    env = serving_environment(mlflow.get_tracking_uri())
+    env = {}
     if guarded:
         env.update(COURSE_SERVING_MODEL_URI=model_uri, COURSE_SERVING_MAX_BYTES=str(max_bytes))
-        command = [sys.executable, "-m", "uvicorn", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+        command = ["uvicorn", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
                    "--no-access-log", "--factory", "helpers.serving_app:create_app"]
     else:
-        command = [sys.executable, "-m", "mlflow", "models", "serve", "-m", model_uri, "--env-manager", "local",
+        command = ["mlflow", "models", "serve", "-m", model_uri, "--env-manager", "local",
                    "--host", "127.0.0.1", "--port", str(port)]
-    name = name or model_uri
-    log = workspace_dir() / "logs" / f"serving-{port}.log"
-    server = ModelServer(name, command, env, port, log)
-    return server.start(timeout) if wait else server.launch()
+    return start_server(command, port, name=name or model_uri, env=env, timeout=timeout, wait=wait)
 
 
 def _post_forever(url: str, body: bytes, deadline: float, latencies: list[float]) -> None:

@@ -15,7 +15,6 @@ _QUIET_WARNINGS = (
     r".*Hint: Inferred schema contains integer column\(s\).*",
     r".*`artifact_path` is deprecated.*",
     r".*IProgress not found.*",  # tqdm in a kernel without ipywidgets; MLflow's progress bars are off anyway
-    r".*validate_serving_input`` is deprecated.*",  # notebook 03 says so in its prose
 )
 # Loggers whose routine lines (store migrations, temporary paths, Databricks SDK probing) mean nothing locally.
 _QUIET_LOGGERS = {"alembic": logging.WARNING, "mlflow.store.db.utils": logging.WARNING,

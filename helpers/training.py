@@ -28,6 +28,7 @@ def train_and_register(spark, table: str, data_version: str, reg_param: float, e
     `model_name`, tagged with the table and version."""
     import mlflow
     import mlflow.spark
+    import pyspark
     from pyspark.ml import Pipeline
     from pyspark.ml.evaluation import RegressionEvaluator
     from pyspark.ml.feature import VectorAssembler
@@ -61,7 +62,8 @@ def train_and_register(spark, table: str, data_version: str, reg_param: float, e
     mlflow.spark.log_model(pipeline, artifact_path="model", input_example=example,
                            signature=mlflow.models.infer_signature(example, pipeline.transform(train.limit(2))
                                                                    .select("prediction").toPandas()),
-                           pip_requirements=[f"mlflow=={mlflow.__version__}", "pyspark", "delta-spark"])
+                           # pinned, as 01 and 03 teach: what a server needs to load this exact model
+                           pip_requirements=[f"mlflow=={mlflow.__version__}", f"pyspark=={pyspark.__version__}"])
     # MLflow prints "Registered model ... already exists", "Waiting up to 300 seconds ..." and "Created version"
     # to stderr; the caller reports the version itself (a failure still raises).
     with contextlib.redirect_stderr(io.StringIO()):

@@ -77,7 +77,7 @@ def verify_delivery(secret: str, headers: Mapping[str, str], body: bytes, now: f
     if age < -max_age:
         raise DeliveryRejected(f"The delivery is dated {-age:.0f} s in the future, beyond the {max_age} s allowed.")
     if seen is not None and delivery_id in seen:
-        raise DeliveryRejected(f"Delivery {delivery_id} was already received: a replay.", 409)
+        raise DeliveryRejected("This delivery id was already received: a replay.", 409)
     try:
         payload = json.loads(body)
     except (UnicodeDecodeError, json.JSONDecodeError):

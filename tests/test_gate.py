@@ -4,9 +4,11 @@ A small features table with a real signal stands in for `retail_features`; the p
 `mlflow run` and through `course-cd4ml`'s in-process training step (the same code), and the gate decides which
 versions become @champion.
 """
+import importlib.metadata
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import mlflow
 import pytest
@@ -81,6 +83,10 @@ def test_mlflow_run_trains_on_a_delta_version_and_registers_a_version(course):
     assert run.data.params["data_version"] == "latest" and run.data.params["delta_version"] == "0"
     assert run.data.metrics["held_out_rmse"] < 1.0  # the signal is learnable: noise is at most 0.5 years
     assert [d.dataset.name for d in run.inputs.dataset_inputs] == ["gate_features"]
+    # the model states the exact versions a server needs to load it, as 01 and 03 teach
+    requirements = Path(mlflow.artifacts.download_artifacts(f"models:/{MODEL}/{version}/requirements.txt"))
+    assert sorted(requirements.read_text().split()) == sorted(
+        [f"mlflow=={mlflow.__version__}", f"pyspark=={importlib.metadata.version('pyspark')}"])
 
 
 def test_the_pipelines_training_step_records_what_the_project_records(course):

@@ -254,3 +254,13 @@ def test_a_count_may_be_any_kind_of_whole_number_but_not_a_bool():
 
     assert all(is_count(value) for value in (1, np.int64(1), np.int32(7), np.uint8(0)))
     assert not any(is_count(value) for value in (True, np.bool_(True), 1.0, np.float64(1.0), "1", None))
+
+
+def test_a_number_may_be_any_kind_of_real_number_but_not_a_bool():
+    """An RMSE or a tolerance computed with NumPy (np.float32 is no Python float) is a number to the checks."""
+    import numpy as np
+
+    from helpers.checks import is_number
+
+    assert all(is_number(value) for value in (0.5, 1, np.float64(6.5), np.float32(6.5), np.int64(2)))
+    assert not any(is_number(value) for value in (True, np.bool_(False), "6.5", None, [6.5]))

@@ -30,6 +30,11 @@ def is_count(value: Any) -> bool:
     return isinstance(value, numbers.Integral) and not isinstance(value, bool) and type(value).__name__ != "bool_"
 
 
+def is_number(value: Any) -> bool:
+    """A real number of any kind a correct answer may come as (Python's or NumPy's, a float32 included), not a bool."""
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and type(value).__name__ != "bool_"
+
+
 def task(number: int, hint: str) -> Callable:
     """Makes a function that raises Wrong (or returns a sentence about the correct result) into a check that prints
     one line; `hint` is what it says when the check itself cannot read the learner's result."""

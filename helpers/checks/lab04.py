@@ -1,7 +1,7 @@
 """Checks for lab 04: two registered versions, their descriptions and tags, @champion with a @previous to roll back to."""
 from __future__ import annotations
 
-from helpers.checks import Wrong, expect, finished_run, is_count, pinned_requirements, task
+from helpers.checks import Wrong, expect, finished_run, is_count, is_number, pinned_requirements, task
 
 EXPERIMENT = "lab-04-registry"
 MODEL = "lab_04_age"
@@ -217,7 +217,7 @@ def task4(spend_version, champion_model, champion_rmse) -> str:
     expect(sorted(columns) == sorted(FEATURE_SETS["spend"]), f"`champion_model` uses {columns}: it is not the "
            "version @champion points at now", load_hint)
     rmse = _test_rmse(spend, "spend_version")
-    expect(isinstance(champion_rmse, (int, float)) and not isinstance(champion_rmse, bool),
+    expect(is_number(champion_rmse),
            f"`champion_rmse` is {champion_rmse!r}, not a number", "champion_rmse = evaluator.evaluate("
            "champion_model.transform(test))")
     expect(abs(champion_rmse - rmse) < 1e-6, f"`champion_rmse` is {champion_rmse:.4f}, and the champion's test RMSE "

@@ -1,7 +1,7 @@
 """Checks for lab 07: three versions trained as the project trains, the gate's comparison, a tolerance and verdicts."""
 from __future__ import annotations
 
-from helpers.checks import Wrong, expect, finished_run, task
+from helpers.checks import Wrong, expect, finished_run, is_count, is_number, task
 
 TABLE = "retail_features"
 # What Task 1 asks for: each variable's version and the (reg_param, elastic_net_param) it is trained with.
@@ -35,7 +35,7 @@ def _held_out(spark):
 def _number(value, variable: str) -> str:
     expect(value is not None, f"`{variable}` is still None",
            "run Task 1 first: `train_version(...)` returns the number of the version it registered")
-    expect(isinstance(value, (str, int)) and not isinstance(value, bool) and str(value).isdigit(),
+    expect((isinstance(value, str) or is_count(value)) and str(value).isdigit(),
            f"`{variable}` is {value!r}, not a version number",
            "return `str(registered.version)`, where `registered` is what `mlflow.register_model` returned")
     return str(value)
@@ -170,7 +170,7 @@ def task2(spark, held_out, rmse_by_version, champion_version, steady_version, sp
     rmses = _rmses(spark, numbers)
     for variable, version in numbers.items():
         given = rmse_by_version[version]
-        expect(isinstance(given, (int, float)) and abs(given - rmses[variable]) < TOLERANCE,
+        expect(is_number(given) and abs(given - rmses[variable]) < TOLERANCE,
                f"`rmse_by_version[{version!r}]` is {given!r}; version {version}'s RMSE on the held-out customers is "
                f"{rmses[variable]:.4f}", "load models:/<model_name>/<version> with mlflow.spark.load_model, "
                "transform `held_out` and evaluate with RegressionEvaluator(metricName=\"rmse\")")
@@ -225,7 +225,7 @@ def task3(spark, decide, thresholds, champion_version, steady_version, sparse_ve
     rmses = _rmses(spark, numbers)
     champion = rmses["champion_version"]
     steady_worse, sparse_worse = rmses["steady_version"] / champion - 1, rmses["sparse_version"] / champion - 1
-    expect(isinstance(tolerance, (int, float)) and steady_worse <= tolerance < sparse_worse,
+    expect(is_number(tolerance) and steady_worse <= tolerance < sparse_worse,
            f"a tolerance of {tolerance!r} does not separate them: version {numbers['steady_version']} is "
            f"{steady_worse:+.2%} and version {numbers['sparse_version']} {sparse_worse:+.2%} against the champion",
            "choose max_worse_than_champion at least the steady version's relative difference and below the sparse "
