@@ -54,3 +54,18 @@ def test_the_compute_tables_are_made_from_the_recorded_stand_in_runs():
     assert "serverless" in recorded_runs()  # CI's own run is the serverless one; its record is committed
     for path, text in expected_documents().items():
         assert path.read_text() == text, f"{path.name}'s compute table: run `python3 course.py standin --report`"
+
+
+def test_every_lesson_ends_with_questions_and_their_answers():
+    """Three to five questions after the summary, each with its answer in a collapsed block, and the glossary."""
+    import json
+
+    for lesson in sorted((REPO_ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb")):
+        cells = ["".join(cell["source"]) for cell in json.loads(lesson.read_text())["cells"]]
+        quiz = [text for text in cells if text.startswith("## Check your understanding")]
+        assert len(quiz) == 1, f"{lesson.name}: no Check your understanding cell"
+        questions, answers = quiz[0].split("<details>")
+        asked = re.findall(r"^\d+\. .+\?", questions, flags=re.M)
+        answered = re.findall(r"^\d+\. .+", answers.split("</summary>")[1], flags=re.M)
+        assert 3 <= len(asked) <= 5 and len(answered) == len(asked), lesson.name
+        assert "</details>" in answers and "(../docs/glossary.md)" in quiz[0], lesson.name
