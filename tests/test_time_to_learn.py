@@ -3,7 +3,7 @@ import json
 import re
 
 from helpers.config import REPO_ROOT
-from helpers.time_to_learn import WORDS_A_MINUTE, course_times, minutes_to_learn, stated_minutes
+from helpers.time_to_learn import WORDS_A_MINUTE, course_times, hours, minutes_to_learn, stated_minutes
 
 
 def notebook(path, cells):
@@ -38,5 +38,20 @@ def test_the_readme_states_the_rules_times_and_their_total():
     rows = dict(re.findall(r"^\| (\d\d) \| .* \| (\d+ \+ \d+) \|$", readme, flags=re.M))
     assert rows == {name[:2]: f"{lesson} + {lab}" for name, (lesson, lab) in times.items()}
     lessons, labs = (sum(pair[i] for pair in times.values()) for i in (0, 1))
-    assert f"about {round(lessons / 30) / 2:g} hours for the ten lessons and {round(labs / 30) / 2:g} for their labs" \
-        in readme
+    assert f"about {hours(lessons)} hours for the ten lessons and {hours(labs)} for their labs" in readme
+    assert [hours(m) for m in (495, 480, 500, 330)] == ["8.5", "8", "8.5", "5.5"]  # to the nearest half hour
+
+
+def test_an_optional_section_is_counted_on_its_own(tmp_path):
+    words = lambda minutes: "word " * (WORDS_A_MINUTE * minutes)
+    cells = [{"cell_type": "markdown", "source": "## 1. Core\n" + words(12)},
+             {"cell_type": "markdown", "source": "## 2. Going further (optional): speed\n" + words(7)},
+             {"cell_type": "markdown", "source": "### 2.1 Still optional\n" + words(7)},
+             {"cell_type": "markdown", "source": "## 3. Core again\n" + words(6)}]
+    path = notebook(tmp_path / "d.ipynb", cells)
+    assert (minutes_to_learn(path), minutes_to_learn(path, optional=True)) == (20, 15)
+
+
+def test_every_optional_section_is_stated_beside_the_main_time():
+    for lesson in sorted((REPO_ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb")):
+        assert stated_minutes(lesson, optional=True) == minutes_to_learn(lesson, optional=True), lesson.name
