@@ -1,6 +1,6 @@
 """The CD4ML pipeline as one unattended command: [monitor ->] train -> register -> validate -> promote -> batch score.
 
-It trains with the MLflow Project's own step (helpers/training.py, what `mlflow run mlproject` runs), in this process.
+It trains with the MLflow Project's own step (mlproject/train.py, what `mlflow run mlproject` runs), in this process.
 
     course-cd4ml --reg-param 0.0 --date 2024-12-01
     course-cd4ml --table retail_features --data-version 3 --model-name retail_age_model --no-score
