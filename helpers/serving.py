@@ -217,8 +217,7 @@ def serving_environment(tracking_uri: str) -> dict[str, str]:
 
 
 def start_server(command: list[str], port: int, *, name: str, env: dict[str, str] | None = None,
-                 health_path: str = "/ping", timeout: float = 180, wait: bool = True,
-                 server_class: type[ModelServer] = ModelServer) -> ModelServer:
+                 health_path: str = "/ping", timeout: float = 180, wait: bool = True) -> ModelServer:
     """Runs a server command as a lesson writes it (`mlflow models serve ...`, `mlflow server ...`, listening on
     `port`) as a child process that stops with this kernel, and returns once `health_path` answers 200 (with
     wait=False at once). A leading `mlflow` or `uvicorn` is this environment's, installed or not on PATH; `env` adds
@@ -230,7 +229,7 @@ def start_server(command: list[str], port: int, *, name: str, env: dict[str, str
     environment = serving_environment(mlflow.get_tracking_uri())
     environment.update(env or {})
     log = workspace_dir() / "logs" / f"{re.sub(r'[^a-z0-9]+', '-', name.lower()).strip('-')}-{port}.log"
-    server = server_class(name, command, environment, port, log)
+    server = ModelServer(name, command, environment, port, log)
     server.health_path = health_path
     return server.start(timeout) if wait else server.launch()
 
@@ -239,8 +238,6 @@ def serve_model(model_uri: str, *, guarded: bool = False, name: str | None = Non
                 max_bytes: int = DEFAULT_MAX_BYTES, timeout: float = 180, wait: bool = True) -> ModelServer:
     """Starts a scoring server for `model_uri` on 127.0.0.1 and returns it once `/ping` answers (with wait=False at
     once: call its wait_ready() when you need it)."""
-    import mlflow
-
     if on_databricks():  # Databricks Model Serving instead, at a local address that adds the notebook's credentials
         if guarded:
             raise ServingError("The guard runs in front of a local server; Databricks Model Serving has its own "
