@@ -34,10 +34,11 @@ def locked_entry(name: str) -> str:
     return re.search(rf"^{name}==.*?(?=\n\S)", text, flags=re.M | re.S).group(0) + "\n"
 
 
-def install(tmp_path: Path, lock_text: str, **env: str) -> tuple[subprocess.CompletedProcess, Path]:
+def install(tmp_path: Path, lock_text: str, venv_name: str = "venv", **env: str
+            ) -> tuple[subprocess.CompletedProcess, Path]:
     """Runs course.py's install of `lock_text` into a new virtual environment, with no certificate variable and an
     empty uv cache (so uv must download through the network as it is)."""
-    target = tmp_path / "venv"
+    target = tmp_path / venv_name
     venv.EnvBuilder(with_pip=True).create(target)
     python = target / "bin" / "python"
     lock = tmp_path / "test.lock"
@@ -56,6 +57,18 @@ def test_uv_installs_through_a_tls_intercepting_proxy_with_no_certificate_variab
     assert "pip" not in done.stdout  # uv did it, without falling back
     assert subprocess.run([str(python), "-c", "import six"]).returncode == 0
     assert list((tmp_path / "uv-cache").rglob("six-1.17.0*"))  # downloaded now, not found in a cache
+
+
+def test_reinstalls_leave_one_copy_of_a_source_package_in_the_uv_cache(tmp_path):
+    # This network's proxy strips the index's cache headers, so uv downloads a source package again at every install
+    # and keeps every copy: pyspark's come to about 1 GB each. six built from its source stands in for pyspark.
+    six_source = "six==1.17.0 --hash=sha256:ff70335d468e7eb6ec65b95b99d3a2836546063f63acc5171de367e834932a81\n"
+    for name in ("first", "second"):
+        done, python = install(tmp_path, six_source, venv_name=name, UV_NO_BINARY_PACKAGE="six")
+        assert done.returncode == 0, done.stdout + done.stderr
+    assert subprocess.run([str(python), "-c", "import six"]).returncode == 0
+    builds = [path for path in (tmp_path / "uv-cache").glob("sdists-*/pypi/six/1.17.0/*") if path.is_dir()]
+    assert len(builds) == 1, builds
 
 
 def test_pip_installs_the_same_lock_when_uv_fails(tmp_path):
