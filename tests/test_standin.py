@@ -65,12 +65,14 @@ def test_every_lesson_runs_in_the_serverless_stand_in_of_the_oldest_runtime():
         in notebook_output("serverless", "00_setup_and_data")  # the set-up cell chose and created schema and volume
     assert "07_projects_and_gate: On Databricks the project's training ran in this notebook" in done.stdout
     assert "retail_features version" in notebook_output("serverless", "09_monitoring_and_retraining")  # retrained
-    # the workspace's Jobs and Model Serving did the hands-on parts: 05's job, 08's job started by the new version
-    # (its trigger) and then by hand with a hyperparameter the gate refuses, 09's nightly job; 06's endpoint
+    # the workspace's Jobs and Model Serving did the hands-on parts: 05's job, 08's job started by the colleague's
+    # new version (its trigger; the gate refuses a version worse on the same data, so the run fails) and then by hand
+    # with a hyperparameter the gate refuses, 09's nightly job; 06's endpoint
     summary = json.loads((REPO_ROOT / ".standin" / "runs" / "serverless" / "summary.json").read_text())
     runs = [(run["job"].rsplit(": ", 1)[-1], run["trigger"], run["result"]) for run in summary["job_runs"]]
-    assert runs == [("batch scoring", "ONE_TIME", "SUCCESS"), ("delivery", "MODEL", "SUCCESS"),
+    assert runs == [("batch scoring", "ONE_TIME", "SUCCESS"), ("delivery", "MODEL", "FAILED"),
                     ("delivery", "ONE_TIME", "FAILED"), ("nightly", "ONE_TIME", "SUCCESS")], summary["job_runs"]
+    assert "on the same data" in summary["job_runs"][1]["error"]
     assert "the gate refused" in summary["job_runs"][2]["error"]
     assert [name.rsplit("-", 1)[-1] for name in summary["endpoints"]] == ["retail_age_serving"]
 
