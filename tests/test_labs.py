@@ -209,6 +209,30 @@ def check_lines(executed) -> list[tuple[str, list[str]]]:
             for cell in notebook.cells if cell.cell_type == "code" and CHECK_CALL.match(cell.source)]
 
 
+def stated_success_lines(solutions) -> dict[str, str]:
+    """Task number -> the line its markdown says a correct run prints."""
+    stated = {}
+    for cell in nbformat.read(solutions, as_version=4).cells:
+        task = TASK_HEADING.search(cell.source) if cell.cell_type == "markdown" else None
+        if task:
+            stated[task.group(1)] = re.search(r"^```text\n(✓ Task \d+: correct\..*)\n```", cell.source, re.M).group(1)
+    return stated
+
+
+def shape(line: str) -> str:
+    """A check's line with its numbers masked: versions and RMSEs differ between runs, the sentence does not."""
+    return re.sub(r"\d+(\.\d+)?", "#", line)
+
+
+def test_every_task_says_what_a_correct_run_prints():
+    for solutions in LABS:
+        stated = stated_success_lines(solutions)
+        tasks = [n for cell in nbformat.read(solutions, as_version=4).cells if cell.cell_type == "markdown"
+                 for n in TASK_HEADING.findall(cell.source)]
+        assert sorted(stated) == sorted(tasks), solutions.name
+        assert all(line.startswith(f"✓ Task {n}: correct. ") for n, line in stated.items()), solutions.name
+
+
 @pytest.mark.slow
 def test_every_lab_passes_with_its_solutions_and_fails_with_hints_without_them(tmp_path):
     """The runner runs each lab's solutions version, then its learner version, in one empty workspace (the first
@@ -222,6 +246,7 @@ def test_every_lab_passes_with_its_solutions_and_fails_with_hints_without_them(t
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert sorted(labs.LAB_DIR.iterdir()) == before, "a lab wrote into notebooks/labs/ (an MLflow store, mlruns/?)"
     for solutions in LABS:
+        stated = stated_success_lines(solutions)
         for path, mark in ((solutions, "✓"), (labs.learner_path(solutions), "✗")):
             checks = check_lines(workspace / "executed" / path.name)
             assert checks, f"{path.name} has no check cell"
@@ -230,6 +255,8 @@ def test_every_lab_passes_with_its_solutions_and_fails_with_hints_without_them(t
                 assert len(lines) == 1, f"{path.name}, {call}: {lines}"
                 if mark == "✓":
                     assert lines[0].startswith(f"✓ Task {number}: correct."), f"{path.name}: {lines[0]}"
+                    # the task says what a correct run prints: the same line, but for its numbers
+                    assert shape(lines[0]) == shape(stated[number]), f"{path.name}: {lines[0]} / {stated[number]}"
                 else:
                     assert re.match(rf"✗ Task {number}: .+\. Hint: .+\.$", lines[0]), f"{path.name}: {lines[0]}"
 
