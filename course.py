@@ -138,7 +138,9 @@ def main(argv: list[str]) -> int:
         fail(f"the course needs Python 3.11 or newer (its pinned packages do); this is {sys.version.split()[0]}.")
     commands = {
         "run": ["-m", "helpers.runner"],
-        "test": ["-m", "pytest", "-n", "2"],  # notebooks in one worker, unit tests in the other (tests/nbval_config.py)
+        # Three workers on two cores: the suite waits on many processes and servers starting, time a third worker
+        # fills (the longest units, one a worker, then the rest: tests/nbval_config.py).
+        "test": ["-m", "pytest", "-n", "3"],
         "cluster": ["-m", "helpers.deployment"],
         "lab": ["-m", "jupyterlab", f"--notebook-dir={ROOT / 'notebooks'}"],
         "generate-labs": ["-m", "helpers.labs"],  # named far from `lab`: it writes notebooks/labs/

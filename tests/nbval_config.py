@@ -121,10 +121,11 @@ def pytest_xdist_make_scheduler(config, log):
     return CourseScheduling(config, log)
 
 
-# The longest work units, each a whole course run (classic nbval, nbval over Spark Connect, every lab both ways):
-# under xdist they go first, the labs on the worker that frees first, and the shorter units fill in around them
-# (xdist's own order, by item count, left the Connect run, five items, to start after 20 minutes; the suite took 35).
-LONGEST_UNITS = ("notebooks", "tests/test_connect.py", "tests/test_labs.py")
+# The longest work units, each a whole course run or more (classic nbval, every lesson in the Databricks stand-in,
+# every lab both ways, the Connect runs): under xdist they go first, one a worker, and the shorter units fill in
+# around them. xdist's own order, by item count, left the Connect run (five items) to start after 20 minutes; with
+# the stand-in left to its turn, it started after 25 minutes and one worker idled for five at the end.
+LONGEST_UNITS = ("notebooks", "tests/test_standin.py", "tests/test_labs.py", "tests/test_connect.py")
 
 
 @pytest.hookimpl(tryfirst=True)  # before pytest's own -m filter reads the markers
