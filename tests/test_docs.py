@@ -69,3 +69,19 @@ def test_every_lesson_ends_with_questions_and_their_answers():
         answered = re.findall(r"^\d+\. .+", answers.split("</summary>")[1], flags=re.M)
         assert 3 <= len(asked) <= 5 and len(answered) == len(asked), lesson.name
         assert "</details>" in answers and "(../docs/glossary.md)" in quiz[0], lesson.name
+
+
+def glossary_anchor(heading: str) -> str:
+    """The anchor GitHub and MyST give a glossary heading: lower case, punctuation dropped, spaces as hyphens."""
+    return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+
+
+def test_every_glossary_link_of_a_lesson_names_a_glossary_entry():
+    anchors = {glossary_anchor(line[4:]) for line in (REPO_ROOT / "docs" / "glossary.md").read_text().splitlines()
+               if line.startswith("### ")}
+    assert {"driver", "spark-connect", "psi-population-stability-index", "held-out-customers"} <= anchors
+    for lesson in sorted((REPO_ROOT / "notebooks").glob("0*.ipynb")):
+        text = "".join(cell.source for cell in nbformat.read(lesson, as_version=4).cells if cell.cell_type == "markdown")
+        linked = re.findall(r"\]\(\.\./docs/glossary\.md#([\w-]+)\)", text)
+        assert linked, f"{lesson.name} links no term to the glossary at its first use"
+        assert set(linked) <= anchors, f"{lesson.name}: no glossary entry for {set(linked) - anchors}"
