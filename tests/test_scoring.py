@@ -23,6 +23,7 @@ def course(spark):
     from helpers import setup_mlflow
 
     setup_mlflow(quiet=True)
+    mlflow.set_experiment("scoring-tests")  # not an experiment another module left active in this process
     rows = [(customer, float(customer % 7), float(customer % 5), 20.0 + customer % 50) for customer in range(ROWS)]
     spark.createDataFrame(rows, "CustomerID INT, a DOUBLE, b DOUBLE, cust_age DOUBLE").write.format("delta") \
         .saveAsTable("mini_features")

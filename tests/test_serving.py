@@ -37,6 +37,8 @@ def store(tmp_path_factory):
     folder = tmp_path_factory.mktemp("serving")
     saved = os.environ.get("MLFLOW_TRACKING_URI")
     mlflow.set_tracking_uri(f"sqlite:///{folder / 'mlflow.db'}")
+    # An experiment of this store: a module that ran before in this process may have left another store's active.
+    mlflow.set_experiment("serving-tests")
     frame = pd.DataFrame({"visits": [1.0, 2.0, 3.0, 4.0], "spend": [10.0, 20.0, 35.0, 41.0],
                           "share_toys": [0.1, 0.5, 0.2, 0.9]})
     regression = LinearRegression().fit(frame, [20.0, 30.0, 41.0, 52.0])
