@@ -184,7 +184,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model-name", default=course_model_name("retail_age_model"))
     parser.add_argument("--max-rmse", type=float, default=defaults.max_rmse, help="the gate's absolute RMSE limit")
     parser.add_argument("--max-worse", type=float, default=defaults.max_worse_than_champion,
-                        help="how much worse than the champion's RMSE the new version may be (0.02 = 2%%)")
+                        help="how much worse than the champion's RMSE a version that learned from newer data may be "
+                             "(0.02 = 2%%); on the champion's own data it may not be worse at all")
     parser.add_argument("--date", type=dt.date.fromisoformat, default=dt.datetime.now(dt.timezone.utc).date(),
                         help="the scoring date of the batch predictions (default: today, UTC)")
     parser.add_argument("--no-score", action="store_true", help="stop after the gate")
