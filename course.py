@@ -138,8 +138,8 @@ def main(argv: list[str]) -> int:
         fail(f"the course needs Python 3.11 or newer (its pinned packages do); this is {sys.version.split()[0]}.")
     commands = {
         "run": ["-m", "helpers.runner"],
-        # Three workers on two cores: the suite waits on many processes and servers starting, time a third worker
-        # fills (the longest units, one a worker, then the rest: tests/nbval_config.py).
+        # Three workers on two cores: the three longest units start at once, one a worker, and the rest fill in
+        # (tests/nbval_config.py); measured 1,915 s of pytest against about 2,094 s with two (docs/measured-figures.md).
         "test": ["-m", "pytest", "-n", "3"],
         "cluster": ["-m", "helpers.deployment"],
         "lab": ["-m", "jupyterlab", f"--notebook-dir={ROOT / 'notebooks'}"],
