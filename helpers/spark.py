@@ -126,19 +126,13 @@ def _alive(pid: int) -> bool:
     return True
 
 
-# The course's Spark jobs are small and its JVMs short-lived: compiling with C1 alone and collecting with the serial
-# collector spent a quarter less CPU than the JVM's defaults (C2 and parallel GC threads) on the same notebooks, in
-# less time (docs/measured-figures.md, "Lean JVM").
-LEAN_JVM = ("-XX:TieredStopAtLevel=1", "-XX:+UseSerialGC")
-
-
 def _builder(master: str | None, java: JavaRuntime, log4j: Path, jars: list[Path] | None):
     """The course's settings; without `master`, for a Connect session (SPARK_REMOTE names where Spark runs)."""
     from pyspark.sql import SparkSession
     from delta import configure_spark_with_delta_pip
 
     scratch = scratch_dir()
-    java_options = " ".join((f"-Dlog4j2.configurationFile={log4j.as_uri()}", *LEAN_JVM, *java.java_options))
+    java_options = " ".join((f"-Dlog4j2.configurationFile={log4j.as_uri()}", *java.java_options))
     builder = SparkSession.builder.master(master) if master else SparkSession.builder
     builder = (
         builder.appName("mlflow-spark-course")
