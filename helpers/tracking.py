@@ -20,7 +20,8 @@ _QUIET_WARNINGS = (
 _QUIET_LOGGERS = {"alembic": logging.WARNING, "mlflow.store.db.utils": logging.WARNING,
                   "mlflow.store.db": logging.WARNING, "mlflow.tracking.fluent": logging.WARNING,
                   "mlflow.spark": logging.WARNING, "mlflow.utils.databricks_utils": logging.ERROR,
-                  "mlflow.projects.utils": logging.WARNING}  # its INFO line names a fresh temporary folder per run
+                  "mlflow.projects.utils": logging.WARNING,  # its INFO line names a fresh temporary folder per run
+                  "mlflow.projects": logging.WARNING}  # its INFO lines name each run by its id; lessons print versions
 
 
 # Known MLflow lines that a lesson explains once in its prose, and that would otherwise repeat at every call.
@@ -110,10 +111,22 @@ def quiet_mlflow() -> None:
             logger.addFilter(_KnownMessages(prefixes))
     for pattern in _QUIET_WARNINGS:
         warnings.filterwarnings("ignore", message=pattern)
+    _log_lines_without_time()
     from mlflow.tracking._model_registry import fluent as registry
 
     if not getattr(registry.eprint, "course_quiet", False):
         registry.eprint = _registration_lines_dropped(registry.eprint)
+
+
+def _log_lines_without_time() -> None:
+    """MLflow's log lines without their date and time: a cell's output is read later, and would differ every run.
+    MLflow reads the format when it (re)configures its loggers, so the format is changed there too."""
+    from mlflow.utils import logging_utils
+
+    logging_utils.LOGGING_LINE_FORMAT = "%(levelname)s %(name)s: %(message)s"
+    for handler in logging.getLogger("mlflow").handlers:
+        if isinstance(handler.formatter, logging_utils.MlflowFormatter):
+            handler.setFormatter(logging_utils.MlflowFormatter(fmt=logging_utils.LOGGING_LINE_FORMAT))
 
 
 def use_this_python() -> None:

@@ -114,3 +114,16 @@ def test_no_checked_output_prints_a_float_at_full_precision():
                 found += [f"{path.name} cell {index}: {m.group()}" for m in FLOAT.finditer(text)
                           if significant_digits(m.group()) >= 15]
     assert not found, "full-precision floats in checked outputs:\n" + "\n".join(found)
+
+
+def test_no_output_shows_a_log_time_a_run_id_or_a_port():
+    """What a learner reads is the same every run: MLflow's log lines without date and time, versions instead of
+    run ids, and no port that a run happened to pick (stderr included, which nbval never compares)."""
+    changing = re.compile(r"\d{4}/\d{2}/\d{2} \d{2}:\d{2}:\d{2}|\b[0-9a-f]{32}\b|(?:127\.0\.0\.1|localhost):\d+")
+    found = []
+    for path in sorted((REPO_ROOT / "notebooks").glob("**/*.ipynb")):
+        for index, cell in enumerate(nbformat.read(path, as_version=4).cells):
+            for output in cell.get("outputs", []):
+                text = output.get("text", "") + output.get("data", {}).get("text/plain", "")
+                found += [f"{path.name} cell {index}: {m.group()}" for m in changing.finditer(text)]
+    assert not found, "outputs that change every run:\n" + "\n".join(found)
