@@ -133,10 +133,10 @@ def ensure_installed(python: Path) -> None:
     stamp.write_text(f"{digest} {ROOT}")
 
 
-# The test suite starts dozens of short-lived JVMs (each test module's Spark, each stand-in notebook's Connect server,
-# model servers) on CI's two cores, where CPU is the limit: compiling with C1 alone and collecting with the serial
-# collector spent about a quarter less CPU on the same notebooks. Lessons keep the JVM's defaults: their driver lives
-# for the whole course, and with C1 alone 05's native scoring ran at half its speed (docs/measured-figures.md).
+# The test suite starts dozens of short-lived JVMs (each test module's Spark, the model servers, the cluster's) on CI's
+# two cores, where CPU is the limit: compiling with C1 alone and collecting with the serial collector spent about a
+# quarter less CPU on the same notebooks. Lessons keep the JVM's defaults: their driver lives for the whole course,
+# and with these options 05's native scoring ran at half its speed (docs/measured-figures.md).
 TEST_JVM_OPTIONS = "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC"
 
 

@@ -21,7 +21,8 @@ _QUIET_LOGGERS = {"alembic": logging.WARNING, "mlflow.store.db.utils": logging.W
                   "mlflow.store.db": logging.WARNING, "mlflow.tracking.fluent": logging.WARNING,
                   "mlflow.spark": logging.WARNING, "mlflow.utils.databricks_utils": logging.ERROR,
                   "mlflow.projects.utils": logging.WARNING,  # its INFO line names a fresh temporary folder per run
-                  "mlflow.projects": logging.WARNING}  # its INFO lines name each run by its id; lessons print versions
+                  "mlflow.projects": logging.WARNING,  # its INFO lines name each run by its id; lessons print versions
+                  "mlflow.projects.backend.local": logging.WARNING}  # (its own filter: a parent's skips child records)
 
 
 # Known MLflow lines that a lesson explains once in its prose, and that would otherwise repeat at every call.
