@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import sys
 import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -46,10 +47,13 @@ def kernel_config(log: Path):
 
     # Kernels talk to the runner over local sockets (IPC), not TCP: nothing to eavesdrop on, and no
     # "Kernel is running over TCP without encryption" warning from every kernel. The sockets go beside Jupyter's
-    # connection files, not into the notebook's folder, where JupyterLab would list them.
+    # connection files, not into the notebook's folder, where JupyterLab would list them. Each kernel gets its own
+    # prefix: jupyter_client numbers sockets from the first free file name, so two runners starting kernels at the
+    # same moment (the test suite's workers) would otherwise bind the same sockets and read each other's messages.
     runtime = Path(jupyter_runtime_dir())
     runtime.mkdir(parents=True, exist_ok=True)
-    return Config({"KernelManager": {"transport": "ipc", "ip": str(runtime / "course-kernel")},
+    prefix = runtime / f"course-kernel-{uuid.uuid4().hex[:12]}"
+    return Config({"KernelManager": {"transport": "ipc", "ip": str(prefix)},
                    "LoggedKernelManager": {"log_path": str(log)},
                    "NotebookClient": {"kernel_manager_class": LoggedKernelManager}})
 

@@ -156,3 +156,20 @@ def test_kernel_sockets_stay_out_of_the_notebooks_folder(workspace, notebooks):
     assert main([]) == 0
     out = nbformat.read(workspace / "executed" / "00_where.ipynb", as_version=4).cells[0].outputs[0].text
     assert out.splitlines() == ["here: []", "runtime: True"]
+
+
+def test_two_kernels_starting_at_once_get_their_own_sockets(tmp_path):
+    """Two runners (the test suite's workers) may start kernels in the same instant: each kernel's sockets must be
+    its own, or one runner reads the other's messages and stops with "Invalid Signature"."""
+    from jupyter_client.manager import AsyncKernelManager
+
+    from helpers.execution import kernel_config
+
+    managers = [AsyncKernelManager(config=kernel_config(tmp_path / "kernels.log"),
+                                   connection_file=str(tmp_path / f"kernel-{index}.json")) for index in range(2)]
+    for manager in managers:  # both choose their sockets before either kernel binds one, as in a race
+        manager.write_connection_file()
+    sockets = [{f"{manager.ip}-{getattr(manager, port)}" for port in
+                ("shell_port", "iopub_port", "stdin_port", "control_port", "hb_port")} for manager in managers]
+    assert all(len(found) == 5 for found in sockets)
+    assert not sockets[0] & sockets[1], sockets
