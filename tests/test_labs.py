@@ -291,3 +291,17 @@ def test_a_number_may_be_any_kind_of_real_number_but_not_a_bool():
 
     assert all(is_number(value) for value in (0.5, 1, np.float64(6.5), np.float32(6.5), np.int64(2)))
     assert not any(is_number(value) for value in (True, np.bool_(False), "6.5", None, [6.5]))
+
+
+def test_a_setting_or_a_version_number_counts_however_it_was_read_back():
+    """Lab 02's best setting may come from the grid (40) or from a run's parameters ("40"); lab 07's version numbers
+    may be Task 1's strings or the ints a local registry returns: each is the same answer to the checks."""
+    import numpy as np
+
+    from helpers.checks.lab02 import _whole
+    from helpers.checks.lab07 import _by_version
+
+    assert [_whole(value) for value in (40, np.int64(40), 40.0, "40", "6")] == [40, 40, 40, 40, 6]
+    assert [_whole(value) for value in ("forty", 0.5, None)] == ["forty", 0.5, None]
+    assert _by_version({1: "a", np.int64(2): "b", "3": "c"}) == {"1": "a", "2": "b", "3": "c"}
+    assert _by_version({True: "x", 2.0: "y"}) == {True: "x", 2.0: "y"}  # not version numbers: the check says so

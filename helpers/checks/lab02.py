@@ -49,8 +49,17 @@ def task1(grid, forest) -> str:
     return "four settings: numTrees 10 and 40, each with maxDepth 3 and 6."
 
 
+def _whole(value):
+    """40, NumPy's 40, 40.0 or "40" (a parameter read back from a run): the same setting."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return value
+    return int(number) if number.is_integer() else value
+
+
 @task(2, hint="set `parent_run_id = parent.info.run_id` after the parent run's `with` block")
-def task2(parent_run_id, experiment_name: str) -> str:
+def task2(parent_run_id, experiment_name: str, tuned=None) -> str:
     parent = finished_run(parent_run_id, "parent_run_id", experiment_name,
                           how="set it to `parent.info.run_id` after the parent run's `with` block")
     name = parent.data.tags.get("mlflow.runName")
@@ -68,10 +77,23 @@ def task2(parent_run_id, experiment_name: str) -> str:
     expect(settings == SETTINGS, f"the child runs hold the settings {sorted(settings)}, not the task's four "
            f"{sorted(SETTINGS)}", "make Task 1's grid pass its check, then log the param map of each child run's own "
            "setting")
+    expect(tuned is not None and hasattr(tuned, "validationMetrics"),
+           f"`tuned` is {tuned!r}, not the fitted TrainValidationSplitModel", "set `tuned = tuner.fit(train)`")
+    ratio, seed = tuned.getTrainRatio(), tuned.getSeed()
+    expect((ratio, seed) == (0.75, 42), f"the tuning ran with trainRatio {ratio} and seed {seed}, not 0.75 and 42",
+           "pass trainRatio=0.75 and seed=42 to TrainValidationSplit")
+    tuned_scores = {}
+    for param_map, score in zip(tuned.getEstimatorParamMaps(), tuned.validationMetrics):
+        setting = {param.name: value for param, value in param_map.items()}
+        tuned_scores[(int(setting["numTrees"]), int(setting["maxDepth"]))] = score
+    for trees, depth, logged in zip(children["params.numTrees"], children["params.maxDepth"],
+                                    children["metrics.validation_rmse"]):
+        scored = tuned_scores.get((int(trees), int(depth)))
+        expect(scored is not None and abs(logged - scored) < 1e-9,
+               f"the child run of numTrees {trees}, maxDepth {depth} logs validation_rmse {logged:.4f}, and the "
+               f"tuning scored that setting {scored if scored is None else round(scored, 4)}",
+               "log tuned.validationMetrics in the grid's order: zip(grid, tuned.validationMetrics)")
     scores = children["metrics.validation_rmse"]
-    expect(scores.between(3, 14).all() and scores.nunique() > 1,
-           f"the validation RMSEs {sorted(scores.round(3))} are not the scores of four different forests",
-           "log tuned.validationMetrics, in the grid's order (zip(grid, tuned.validationMetrics))")
     return f"four child runs, validation RMSE from {scores.min():.3f} to {scores.max():.3f}."
 
 
@@ -89,6 +111,7 @@ def task3(spark, best_settings, parent_run_id, experiment_name: str) -> str:
            "make Tasks 1 and 2 pass their checks first")
     best = children.loc[children["metrics.validation_rmse"].idxmin()]
     expected = {"numTrees": int(best["params.numTrees"]), "maxDepth": int(best["params.maxDepth"])}
+    best_settings = {name: _whole(value) for name, value in best_settings.items()}
     expect(best_settings == expected, f"`best_settings` is {best_settings}, and the lowest validation RMSE is "
            f"{expected}'s", "take the param map with the lowest tuned.validationMetrics")
     logged = {name: parent.data.params.get(f"best_{name}") for name in expected}

@@ -41,6 +41,11 @@ def _number(value, variable: str) -> str:
     return str(value)
 
 
+def _by_version(answers: dict) -> dict:
+    """`answers` keyed as Task 1 keys versions, by their numbers as strings: an int or NumPy key is as correct."""
+    return {str(key) if is_count(key) else key: value for key, value in answers.items()}
+
+
 def _model_version(version: str, variable: str):
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
@@ -163,10 +168,11 @@ def task2(spark, held_out, rmse_by_version, champion_version, steady_version, sp
            "split(...) returns (train, held_out): keep the second part, [1]")
     expect(isinstance(rmse_by_version, dict), f"`rmse_by_version` is a {type(rmse_by_version).__name__}, not a dict",
            "make it a dict: {version: held_out_rmse(version) for version in ...}")
+    rmse_by_version = _by_version(rmse_by_version)
     keys = set(rmse_by_version)
     expect(keys == set(numbers.values()), f"`rmse_by_version` has the keys {sorted(keys, key=str)}, and the three "
            f"versions are {sorted(numbers.values(), key=int)}",
-           "use the version numbers of Task 1, strings, as its keys")
+           "use the version numbers of Task 1 as its keys")
     rmses = _rmses(spark, numbers)
     for variable, version in numbers.items():
         given = rmse_by_version[version]
@@ -259,6 +265,7 @@ def task4(spark, verdicts, champion_version, steady_version, sparse_version) -> 
     expect(isinstance(verdicts, dict), f"`verdicts` is a {type(verdicts).__name__}, not a dict",
            "verdicts = {version: gate(version) for version in (sparse_version, steady_version)}")
     challengers = {numbers["steady_version"], numbers["sparse_version"]}
+    verdicts = _by_version(verdicts)
     expect(set(verdicts) == challengers, f"`verdicts` has the keys {sorted(verdicts, key=str)}, and the "
            f"challengers are {sorted(challengers, key=int)}", "gate exactly `sparse_version` and `steady_version`")
     rmses = _rmses(spark, numbers)

@@ -213,6 +213,9 @@ def task4(spark, monitoring_run_id, experiment_name: str) -> str:
                        how="log the run in a `with mlflow.start_run(run_name=\"monitoring-2024-12\") as run:` block "
                            "and set `monitoring_run_id = run.info.run_id`")
     params, metrics, tags = run.data.params, run.data.metrics, run.data.tags
+    expect(tags.get("mlflow.runName") == "monitoring-2024-12",
+           f"the run is named {tags.get('mlflow.runName')!r}, not 'monitoring-2024-12'",
+           "start it with mlflow.start_run(run_name=\"monitoring-2024-12\")")
     wanted = {"month": "2024-12", "feature": FEATURE, "max_psi": 0.2, "max_rmse_increase": 0.05}
     missing = [name for name in wanted if name not in params]
     expect(not missing, f"the run has no parameter {', '.join(missing)}",
