@@ -67,8 +67,8 @@ def lifecycle():
     """The ML lifecycle the course follows, and the MLflow component behind each step."""
     figure, ax = canvas(9, 4.2)
     loop(ax, [("data\n(Delta tables: 00)", "data"), ("train and track\n(Tracking: 01, 02)", "mlflow"),
-              ("package\n(Models: 03; Projects: 07)", "mlflow"), ("register and promote\n(Model Registry: 04, 07)", "mlflow"),
-              ("deploy: batch and online\n(05, 06)", "ops"), ("monitor and retrain\n(08, 09)", "ops")],
+              ("package\n(Models: 03; Projects: 07)", "mlflow"), ("register and promote\n(Model Registry: 04, 07, 08)", "mlflow"),
+              ("deploy: batch and online\n(Models: 05, 06)", "ops"), ("monitor and retrain\n(Tracking, Projects: 09)", "ops")],
          top=5.2, bottom=1.5, width=4.0)
     ax.text(MIDDLE, 3.35, "MLflow's four components: Tracking, Models, Projects, Model Registry",
             ha="center", fontsize=9.5, color=INK, weight="bold")
@@ -78,7 +78,7 @@ def lifecycle():
 def medallion():
     """Bronze, silver and gold: the tables notebook 00 builds."""
     figure, ax = canvas(9, 2.2)
-    stages = [(1.8, "raw files\ndata/*.csv.gz", "note"), (5.4, "bronze\nretail_bronze\n(as landed)", "data"),
+    stages = [(1.8, "raw CSV files\nin data/", "note"), (5.4, "bronze\nretail_bronze\n(as landed)", "data"),
               (9.0, "silver\nretail_silver\n(cleaned)", "data"),
               (12.6, "gold\nretail_features\n(one row per customer)", "data")]
     for x, text, kind in stages:
@@ -95,7 +95,7 @@ def registry():
     """A registered model: numbered versions, each from a run; aliases point at versions."""
     figure, ax = canvas(9, 3)
     ax.text(7.2, 4.4, "registered model retail_age_model", ha="center", fontsize=10.5, color=INK, weight="bold")
-    for i, status in enumerate(["passed", "failed", "rejected", "passed"]):
+    for i, status in enumerate(["passed", "failed", "failed", "passed"]):
         x = 2.0 + i * 3.6
         box(ax, x, 2.5, f"version {i + 1}\nvalidation: {status}", "mlflow", width=3.3, height=1.0)
         box(ax, x, 0.65, "its run: parameters,\nmetrics, Delta version", "note", width=3.3, height=1.0)

